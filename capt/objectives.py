@@ -1,0 +1,125 @@
+"""Training objectives: CE on adversarial images, TRADES-style KL, and CAPT's adaptive consistency.
+
+CAPT (CAPT_SPEC.md)::
+
+    L_CAPT     = CE(p_theta(x), y) + lambda * L_adv-cons
+    L_adv-cons = (1 - alpha) * KL(p_theta(x_a) || p_theta(x)) + alpha * KL(p_theta(x_a) || p_0(x))
+
+KL uses the clean distribution as target: ``kl_div(log_softmax(adv), softmax(target))`` per sample,
+averaged over the batch. ``alpha`` is never back-propagated through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .validation import check_choice, check_number
+
+OBJECTIVES = ("none", "ce_adv", "trades", "capt")
+ALPHA_STRATEGIES = ("frozen_confidence", "fixed", "agreement", "loss_ratio")
+CE_ON = ("clean", "adv", "both")
+
+
+def kl_per_sample(adv_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(target || adv)`` per sample, i.e. ``sum_c p_t (log p_t - log p_a)`` (target = clean)."""
+    log_p_adv = F.log_softmax(adv_logits.float(), dim=1)
+    log_p_t = F.log_softmax(target_logits.float(), dim=1)
+    return (log_p_t.exp() * (log_p_t - log_p_adv)).sum(1)
+
+
+def _floats(**terms: torch.Tensor) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def adaptive_alpha(strategy: str, frozen_logits: torch.Tensor | None, labels: torch.Tensor,
+                   kl_train: torch.Tensor | None = None, kl_frozen: torch.Tensor | None = None,
+                   value: float = 0.5) -> torch.Tensor:
+    """The mixing weight ``alpha`` (per sample, or a scalar for ``fixed``/``loss_ratio``), detached.
+
+    - ``frozen_confidence``: ``p_0(y_i | x_i)``, the frozen CLIP's confidence in the true class.
+    - ``fixed``: the constant ``value``.
+    - ``agreement``: 1 where the frozen CLIP is right, else 0.
+    - ``loss_ratio``: ``L_train / (L_train + L_frz)`` over the batch.
+    """
+    check_choice("alpha strategy", strategy, ALPHA_STRATEGIES)
+    with torch.no_grad():
+        if strategy == "fixed":
+            return torch.tensor(float(value), device=labels.device)
+        if strategy == "loss_ratio":
+            a, b = kl_train.mean(), kl_frozen.mean()
+            return a / (a + b).clamp_min(1e-12)
+        if frozen_logits is None:
+            raise ValueError(f"alpha strategy {strategy!r} needs the frozen CLIP's logits")
+        if strategy == "frozen_confidence":
+            return F.softmax(frozen_logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
+        return (frozen_logits.argmax(1) == labels).float()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective, as data.
+
+    ``kind``: ``none`` (no training), ``ce_adv`` (CE on adversarial images), ``trades``
+    (``CE_ce_on + lam * KL(adv || clean)``) or ``capt``. ``alpha`` names the alpha strategy (CAPT),
+    ``alpha_value`` is its constant for ``fixed``; ``ce_on`` picks the CE term's input (both = mean of
+    clean and adversarial CE).
+    """
+
+    kind: str = "capt"
+    lam: float = 1.5
+    alpha: str = "frozen_confidence"
+    alpha_value: float = 0.5
+    ce_on: str = "clean"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        check_choice("objective", self.kind, OBJECTIVES)
+        check_choice("alpha strategy", self.alpha, ALPHA_STRATEGIES)
+        check_choice("ce_on", self.ce_on, CE_ON)
+        check_number("lambda (consistency weight)", self.lam, low=0)
+        check_number("alpha_value", self.alpha_value, low=0, high=1)
+
+    @property
+    def needs_clean(self) -> bool:
+        return self.kind in ("trades", "capt")
+
+    @property
+    def needs_frozen(self) -> bool:
+        return self.kind == "capt" and self.lam > 0
+
+    def _ce(self, clean, adv, labels):
+        if self.ce_on == "clean":
+            return F.cross_entropy(clean.float(), labels)
+        if self.ce_on == "adv":
+            return F.cross_entropy(adv.float(), labels)
+        return 0.5 * (F.cross_entropy(clean.float(), labels) + F.cross_entropy(adv.float(), labels))
+
+    def __call__(self, labels: torch.Tensor, clean_logits: torch.Tensor | None = None,
+                 adv_logits: torch.Tensor | None = None,
+                 frozen_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return ``(total, terms)``; ``terms`` holds floats for logging (``ce``, ``cons_train``,
+        ``cons_frozen``, ``alpha``, ``total``)."""
+        if self.kind == "none":
+            raise ValueError("objective 'none' (zero-shot) has nothing to train")
+        if self.kind == "ce_adv":
+            total = F.cross_entropy(adv_logits.float(), labels)
+            return total, _floats(ce=total, total=total)
+        ce = self._ce(clean_logits, adv_logits, labels)
+        kl_train = kl_per_sample(adv_logits, clean_logits)
+        if self.kind == "trades":
+            cons = kl_train.mean()
+            total = ce + self.lam * cons
+            return total, _floats(ce=ce, cons_train=cons, total=total)
+        if frozen_logits is None:
+            if self.lam > 0:
+                raise ValueError("the CAPT objective needs the frozen CLIP's logits on the clean images")
+            return ce, _floats(ce=ce, cons_train=kl_train.mean(), total=ce)  # lambda = 0: plain CE
+        kl_frozen = kl_per_sample(adv_logits, frozen_logits)
+        alpha = adaptive_alpha(self.alpha, frozen_logits, labels, kl_train, kl_frozen, self.alpha_value)
+        cons = ((1 - alpha) * kl_train + alpha * kl_frozen).mean()
+        total = ce + self.lam * cons
+        return total, _floats(ce=ce, cons_train=kl_train.mean(), cons_frozen=kl_frozen.mean(),
+                              alpha=alpha.float().mean(), total=total)

@@ -1,0 +1,304 @@
+"""PromptedCLIP: learnable deep prompts injected into any open_clip ViT CLIP.
+
+Variants (CAPT_SPEC.md, "Prompts"):
+
+=========  ===========================================================================
+``none``   hand-crafted template, no parameters (zero-shot CLIP)
+``text``   CoOp-style shallow context: ``n_ctx`` learned token embeddings after SOT
+``vision`` deep VPT: ``n_ctx`` learned tokens appended to the vision sequence of the first
+           ``depth`` layers (replaced at each of them)
+``ivlp``   independent deep prompts in both towers (text and vision learned separately)
+``maple``  coupled deep prompts: deep text prompts in the first ``depth`` layers; the vision
+           prompts of each layer are a per-layer linear map (text width -> vision width) of
+           that layer's text prompts
+=========  ===========================================================================
+
+Images enter in ``[0, 1]`` pixel space; the model's own normaliser runs inside. The wrapped CLIP is
+frozen and shared: the zero-shot teacher (``frozen_logits``) runs the same weight tensors with no prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .validation import check_choice, check_number
+
+PROMPT_VARIANTS = ("none", "text", "vision", "ivlp", "maple")
+_PLACEHOLDER = "X"
+
+
+class _TextTower:
+    """The pieces of an open_clip text transformer, whether it lives on ``CLIP`` or ``CustomTextCLIP.text``."""
+
+    def __init__(self, clip: nn.Module):
+        t = clip.text if hasattr(clip, "text") and not hasattr(clip, "token_embedding") else clip
+        missing = [a for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")
+                   if not hasattr(t, a)]
+        if missing or getattr(t, "cls_emb", None) is not None:
+            raise ValueError(
+                f"PromptedCLIP needs an open_clip text transformer (missing {missing or ['support for cls_emb']}); "
+                "Hugging Face text towers are not supported")
+        self.module = t
+        self.token_embedding = t.token_embedding
+        self.positional_embedding = t.positional_embedding
+        self.transformer = t.transformer
+        self.ln_final = t.ln_final
+        self.text_projection = t.text_projection
+        self.pool_type = getattr(t, "text_pool_type", getattr(t, "pool_type", "argmax"))
+        self.eos_id = getattr(t, "text_eos_id", getattr(t, "eos_id", None))
+
+    @property
+    def attn_mask(self):
+        return self.module.attn_mask
+
+    @property
+    def width(self) -> int:
+        return self.token_embedding.weight.shape[1]
+
+    @property
+    def layers(self) -> int:
+        return len(self.transformer.resblocks)
+
+
+def _vision_checks(visual: nn.Module) -> None:
+    needed = ("_embeds", "_pool", "transformer", "proj")
+    missing = [a for a in needed if not hasattr(visual, a)]
+    if missing:
+        raise ValueError(f"PromptedCLIP needs an open_clip VisionTransformer (missing {missing}); "
+                         "ResNet and timm towers are not supported")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise ValueError("vision towers with attentional pooling are not supported by PromptedCLIP")
+
+
+def _run_blocks(transformer: nn.Module, x: torch.Tensor, deep: Sequence[torch.Tensor] | None,
+                at_end: bool, n_ctx: int, attn_mask=None) -> torch.Tensor:
+    """Run the residual blocks, replacing the prompt slots with layer ``i``'s prompts for 1 <= i <= len(deep).
+
+    ``x`` is batch-first. Prompt slots are the ``n_ctx`` tokens after the first one (text) or the last
+    ``n_ctx`` tokens (vision, ``at_end=True``).
+    """
+    batch_first = getattr(transformer, "batch_first", True)
+    for i, block in enumerate(transformer.resblocks):
+        if deep is not None and 1 <= i <= len(deep):
+            p = deep[i - 1].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :-n_ctx], p], dim=1) if at_end else torch.cat([x[:, :1], p, x[:, 1 + n_ctx:]], dim=1)
+        if batch_first:
+            x = block(x, attn_mask=attn_mask)
+        else:  # older open_clip: sequence-first blocks
+            x = block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    return x
+
+
+class PromptedCLIP(nn.Module):
+    """A frozen open_clip ViT CLIP with learnable prompts, classifying ``classnames``.
+
+    Args:
+        clip: a :class:`capt.models.ClipBundle` (from :func:`capt.load_clip`).
+        classnames: the class names of the task.
+        prompt: one of ``none``, ``text``, ``vision``, ``ivlp``, ``maple``.
+        n_ctx: number of learned context tokens (per layer, per tower).
+        depth: number of layers (from the first) that receive prompts; ignored by ``text`` (shallow) and ``none``.
+        ctx_init: text whose first ``n_ctx`` token embeddings initialise the text context, and which
+            stays as the fixed rest of the prompt (MaPLe); ``None`` uses random context and placeholders.
+        template: hand-crafted template(s) for the ``none`` variant and the frozen teacher; several
+            templates are averaged (CLIP's prompt ensembling).
+        init_std: standard deviation of the random initialisation of prompt vectors.
+    """
+
+    def __init__(self, clip, classnames: Sequence[str], prompt: str = "maple", n_ctx: int = 2,
+                 depth: int = 9, ctx_init: str | None = "a photo of a",
+                 template: str | Sequence[str] = "a photo of a {}.", init_std: float = 0.02):
+        super().__init__()
+        check_choice("prompt variant", prompt, PROMPT_VARIANTS)
+        if isinstance(classnames, str) or len(classnames) == 0:
+            raise ValueError("classnames must be a non-empty list of class names")
+        check_number("n_ctx", n_ctx, low=1, integer=True)
+        check_number("depth", depth, low=1, integer=True)
+        templates = [template] if isinstance(template, str) else list(template)
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError("template must contain '{}' where the class name goes, e.g. 'a photo of a {}.'")
+
+        model = clip.model
+        self.clip = model  # frozen, shared with the teacher; never copied
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.normalize = clip.normalize
+        self.tokenizer = clip.tokenizer
+        self.classnames = [str(c).replace("_", " ") for c in classnames]
+        self.prompt = prompt
+        self.n_ctx = n_ctx
+        self.templates = templates
+        self._text = _TextTower(model)
+        _vision_checks(model.visual)
+        self.text_width = self._text.width
+        self.vision_width = model.visual.conv1.out_channels
+        self.text_layers = self._text.layers
+        self.vision_layers = len(model.visual.transformer.resblocks)
+
+        deep_text = prompt in ("ivlp", "maple")
+        deep_vision = prompt in ("vision", "ivlp", "maple")
+        limit = min(self.text_layers if deep_text else 10**9, self.vision_layers if deep_vision else 10**9)
+        if prompt not in ("none", "text") and depth > limit:
+            raise ValueError(f"depth={depth} is larger than the encoder ({limit} layers) for prompt={prompt!r}; "
+                             f"use 1 <= depth <= {limit}")
+        self.depth = depth if prompt not in ("none", "text") else (1 if prompt == "text" else 0)
+
+        # Token ids of the learnable prompt "ctx_init classname." and of the hand-crafted templates.
+        ctx_ids = None
+        if prompt in ("text", "ivlp", "maple"):
+            prefix = ctx_init if ctx_init else " ".join([_PLACEHOLDER] * n_ctx)
+            prefix_len = self._count_tokens(prefix)
+            if prefix_len < n_ctx:
+                prefix = " ".join([prefix] + [_PLACEHOLDER] * (n_ctx - prefix_len))
+            self.register_buffer("prompt_tokens", self._tokenize([f"{prefix} {c}." for c in self.classnames]),
+                                 persistent=False)
+            with torch.no_grad():
+                emb = self._text.token_embedding(self.prompt_tokens)
+            self.register_buffer("prompt_embedding", emb, persistent=False)  # frozen token embeddings
+            if ctx_init:
+                ctx_ids = self._tokenize([prefix])[0, 1:1 + n_ctx]
+        self.register_buffer(
+            "template_tokens",
+            self._tokenize([t.format(c) for t in templates for c in self.classnames]), persistent=False)
+
+        def vec(n, width, init=None):
+            if init is not None:
+                return nn.Parameter(init.clone())
+            return nn.Parameter(torch.randn(n, width) * init_std)
+
+        dev = self.clip.logit_scale.device
+        self.ctx = None
+        self.text_deep = None
+        self.vision_ctx = None
+        self.vision_deep = None
+        self.couplers = None
+        if prompt in ("text", "ivlp", "maple"):
+            init = None
+            if ctx_ids is not None:
+                with torch.no_grad():
+                    init = self._text.token_embedding(ctx_ids.to(dev))
+            self.ctx = vec(n_ctx, self.text_width, init)
+        if deep_text:
+            self.text_deep = nn.ParameterList([vec(n_ctx, self.text_width) for _ in range(self.depth - 1)])
+        if prompt in ("vision", "ivlp"):
+            self.vision_ctx = vec(n_ctx, self.vision_width)
+            self.vision_deep = nn.ParameterList([vec(n_ctx, self.vision_width) for _ in range(self.depth - 1)])
+        if prompt == "maple":
+            self.couplers = nn.ModuleList([nn.Linear(self.text_width, self.vision_width) for _ in range(self.depth)])
+        self.to(dev)
+
+        with torch.no_grad():  # the teacher's text side never changes: compute it once
+            self.register_buffer("frozen_text_features", self._encode_template_text(), persistent=False)
+
+    # ------------------------------------------------------------------------------------------
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.clip.logit_scale.device)
+
+    def _count_tokens(self, text: str) -> int:
+        ids = self.tokenizer([text])[0]
+        eot = int(ids.argmax())  # open_clip convention: EOT has the largest id
+        return eot - 1
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()  # frozen weights: no dropout/batch statistics change, whatever the mode
+        return self
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("clip.")]
+
+    def prompt_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the learned prompts (what checkpoints store); the frozen CLIP is never saved."""
+        return {n: p.detach().clone() for n, p in self.named_parameters() if not n.startswith("clip.")}
+
+    def load_prompt_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = dict((n, p) for n, p in self.named_parameters() if not n.startswith("clip."))
+        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+            raise ValueError(
+                "prompt checkpoint does not fit this model: it was saved for another prompt variant, "
+                "n_ctx, depth or architecture (expected "
+                f"{ {k: tuple(v.shape) for k, v in own.items()} }, got { {k: tuple(v.shape) for k, v in state.items()} })")
+        with torch.no_grad():
+            for k, p in own.items():
+                p.copy_(state[k])
+
+    def num_prompt_parameters(self) -> int:
+        return sum(p.numel() for p in self.prompt_parameters())
+
+    # -- text ------------------------------------------------------------------------------------
+    def _text_forward(self, x: torch.Tensor, tokens: torch.Tensor, deep) -> torch.Tensor:
+        t = self._text
+        x = x + t.positional_embedding.to(x.dtype)
+        x = _run_blocks(t.transformer, x, deep, at_end=False, n_ctx=self.n_ctx, attn_mask=t.attn_mask)
+        x = t.ln_final(x)
+        from open_clip.transformer import text_global_pool
+
+        x = text_global_pool(x, tokens, t.pool_type, eos_token_id=t.eos_id)
+        if t.text_projection is not None:
+            x = t.text_projection(x) if isinstance(t.text_projection, nn.Linear) else x @ t.text_projection
+        return x
+
+    def _encode_template_text(self) -> torch.Tensor:
+        tokens = self.template_tokens
+        f = F.normalize(self._text_forward(self._text.token_embedding(tokens), tokens, None), dim=-1)
+        f = f.view(len(self.templates), len(self.classnames), -1).mean(0)
+        return F.normalize(f, dim=-1)
+
+    def encode_text(self) -> torch.Tensor:
+        """L2-normalised class text features ``(C, D)`` for the current prompts (differentiable)."""
+        if self.ctx is None:
+            return self.frozen_text_features
+        emb = self.prompt_embedding
+        ctx = self.ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
+        x = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx:]], dim=1)
+        return F.normalize(self._text_forward(x, self.prompt_tokens, self.text_deep), dim=-1)
+
+    # -- vision ----------------------------------------------------------------------------------
+    def _vision_prompts(self) -> list[torch.Tensor] | None:
+        if self.prompt in ("vision", "ivlp"):
+            return [self.vision_ctx, *self.vision_deep]
+        if self.prompt == "maple":
+            return [c(p) for c, p in zip(self.couplers, [self.ctx, *self.text_deep])]
+        return None
+
+    def _image_forward(self, images: torch.Tensor, prompts: list[torch.Tensor] | None) -> torch.Tensor:
+        v = self.clip.visual
+        x = v._embeds(self.normalize(images))
+        if prompts is not None:
+            p0 = prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x, p0], dim=1)
+        x = _run_blocks(v.transformer, x, prompts[1:] if prompts else None, at_end=True, n_ctx=self.n_ctx)
+        if prompts is not None:
+            x = x[:, :-self.n_ctx]  # prompt tokens are discarded before pooling (VPT)
+        pooled, _ = v._pool(x)
+        return pooled @ v.proj if v.proj is not None else pooled
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features ``(B, D)`` of ``[0, 1]`` images, with the current prompts."""
+        return F.normalize(self._image_forward(images, self._vision_prompts()), dim=-1)
+
+    # -- logits ----------------------------------------------------------------------------------
+    def logits_from_features(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        logits = self.clip.logit_scale.exp() * image_features @ text_features.to(image_features.dtype).t()
+        bias = getattr(self.clip, "logit_bias", None)
+        return logits + bias if bias is not None else logits
+
+    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``exp(logit_scale) * cos(image, class text)`` of ``(B, 3, H, W)`` images in ``[0, 1]``."""
+        if text_features is None:
+            text_features = self.encode_text()
+        return self.logits_from_features(self.encode_image(images), text_features)
+
+    @torch.no_grad()
+    def frozen_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen pre-trained CLIP with the hand-crafted template(s): CAPT's teacher ``f0``."""
+        image_features = F.normalize(self._image_forward(images, None), dim=-1)
+        return self.logits_from_features(image_features, self.frozen_text_features)
+
+    def extra_repr(self) -> str:
+        return (f"prompt={self.prompt!r}, n_ctx={self.n_ctx}, depth={self.depth}, classes={len(self.classnames)}, "
+                f"trainable={self.num_prompt_parameters()}")

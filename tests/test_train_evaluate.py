@@ -1,0 +1,150 @@
+"""The one trainer and the one evaluator: resume exactness, checkpoints, tidy rows, bad input."""
+
+import pytest
+import torch
+
+import capt
+from capt.data import TensorImages
+from capt.evaluate import ROW_COLUMNS, evaluate, summarize
+from capt.train import TrainConfig, load_prompts, seed_everything, train
+
+
+@pytest.fixture(scope="module")
+def dataset(classnames):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(20, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    labels = torch.arange(20) % len(classnames)
+    return TensorImages("toy", images, labels, classnames)
+
+
+def build(tiny_clip, classnames, method="capt", seed=0):
+    seed_everything(seed)
+    m = capt.get_method(method)
+    return capt.PromptedCLIP(tiny_clip, classnames, prompt=m.prompt, n_ctx=2, depth=2)
+
+
+CFG = dict(epochs=3, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, seed=3, checkpoint_every=2)
+
+
+@pytest.mark.parametrize("method", ["capt", "apt"])
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_clip, classnames, dataset, tmp_path, method):
+    cfg = TrainConfig(**CFG)
+    full = build(tiny_clip, classnames, method)
+    r_full = train(full, dataset, method, cfg, out_dir=tmp_path / "full", progress=False)
+    assert r_full.finished and r_full.steps == 9
+
+    part = build(tiny_clip, classnames, method)
+    r1 = train(part, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, stop_after=5)
+    assert not r1.finished and r1.steps == 5
+    # A fresh process would rebuild the model from scratch: do the same, with another init even.
+    again = build(tiny_clip, classnames, method, seed=99)
+    r2 = train(again, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, resume=True)
+    assert r2.finished and r2.steps == 9
+    for a, b in zip(full.prompt_parameters(), again.prompt_parameters()):
+        assert torch.equal(a, b)
+    assert r2.history["total"].tolist() == r_full.history["total"].tolist()
+    assert (tmp_path / "part" / "history.csv").exists()
+
+
+def test_training_moves_prompts_not_clip_and_logs_terms(tiny_clip, classnames, dataset):
+    model = build(tiny_clip, classnames, "capt")
+    frozen = {n: p.clone() for n, p in tiny_clip.model.named_parameters()}
+    before = [p.detach().clone() for p in model.prompt_parameters()]
+    r = train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), progress=False)
+    assert set(r.history.columns) >= {"ce", "cons_train", "cons_frozen", "alpha", "total", "lr"}
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.prompt_parameters()))
+    assert all(torch.equal(p, frozen[n]) for n, p in tiny_clip.model.named_parameters())
+    assert (r.history["alpha"].between(0, 1)).all()
+
+
+def test_lr_schedule_warms_up_then_decays(tiny_clip, classnames, dataset):
+    model = build(tiny_clip, classnames, "apt")
+    r = train(model, dataset, "apt", TrainConfig(**{**CFG, "epochs": 4, "warmup_epochs": 1}), progress=False)
+    lr = r.history["lr"].tolist()
+    assert lr[0] < lr[2]  # rising during the warm-up epoch (3 steps)
+    assert all(a >= b for a, b in zip(lr[3:], lr[4:]))  # cosine after it
+    assert lr[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tiny_clip, classnames, dataset, tmp_path):
+    model = build(tiny_clip, classnames, "capt")
+    train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, progress=False, stop_after=2)
+    other = TensorImages("toy", dataset.images, dataset.labels, ["a", "b", "c", "d", "e"])
+    model2 = capt.PromptedCLIP(tiny_clip, other.classnames, prompt="maple", n_ctx=2, depth=2)
+    with pytest.raises(ValueError, match="belongs to another run .*classnames"):
+        train(model2, other, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_clip, classnames, dataset, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    model = build(tiny_clip, classnames, "capt")
+    with pytest.raises(ValueError, match="corrupt"):
+        train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_load_prompts_checks_architecture(tiny_clip, classnames, dataset, tmp_path):
+    model = build(tiny_clip, classnames, "capt")
+    train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), out_dir=tmp_path, progress=False)
+    fresh = build(tiny_clip, classnames, "capt", seed=5)
+    load_prompts(fresh, tmp_path / "checkpoint.pt", same_classes=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.prompt_parameters(), fresh.prompt_parameters()))
+    other = capt.PromptedCLIP(tiny_clip, ["x", "y"], prompt="maple", n_ctx=2, depth=2)
+    load_prompts(other, tmp_path / "checkpoint.pt")  # prompts transfer across class lists
+    with pytest.raises(ValueError, match="another class list"):
+        load_prompts(other, tmp_path / "checkpoint.pt", same_classes=True)
+    deeper = capt.PromptedCLIP(tiny_clip, classnames, prompt="maple", n_ctx=2, depth=3)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_prompts(deeper, tmp_path / "checkpoint.pt")
+
+
+def test_method_prompt_mismatch_and_unknown_method(tiny_clip, classnames, dataset):
+    model = build(tiny_clip, classnames, "apt")
+    with pytest.raises(ValueError, match="build PromptedCLIP"):
+        train(model, dataset, "capt", TrainConfig(**CFG), progress=False)
+    with pytest.raises(ValueError, match="unknown method 'cat'; valid choices: zeroshot, apt, advvpt"):
+        capt.get_method("cat")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=-1 / 255), "eps"), (dict(steps=0), "steps must be >= 1"), (dict(epochs=0), "epochs must be >= 1"),
+    (dict(lr=0.0), "lr must be > 0"), (dict(batch_size=2.5), "batch_size must be an integer"),
+])
+def test_bad_train_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_empty_dataset_is_refused(tiny_clip, classnames, dataset):
+    model = build(tiny_clip, classnames, "apt")
+    with pytest.raises(ValueError, match="empty"):
+        train(model, dataset.subset([]), "apt", TrainConfig(**CFG), progress=False)
+
+
+def test_evaluate_rows_and_invariants(tiny_clip, classnames, dataset):
+    model = build(tiny_clip, classnames, "capt")
+    rows = evaluate(model, dataset, ["clean", "pgd", {"name": "pgd", "eps": 0.0, "steps": 3}, "noise"],
+                    eps=8 / 255, steps=5, meta={"method": "capt", "shots": 4, "seed": 1}, progress=False)
+    assert list(rows.columns[: len(ROW_COLUMNS)]) == ROW_COLUMNS
+    assert rows["n"].tolist() == [20] * 4
+    clean = rows.loc[0, "accuracy"]
+    assert rows.loc[1, "accuracy"] <= clean
+    assert rows.loc[2, "accuracy"] == clean  # eps = 0 is the clean accuracy
+    assert rows["dataset"].eq("toy").all() and rows["method"].eq("capt").all()
+    sub = evaluate(model, dataset, ["clean"], max_n=7, progress=False)
+    assert sub.loc[0, "n"] == 7
+
+
+def test_evaluate_refuses_mismatched_classes(tiny_clip, dataset):
+    model = capt.PromptedCLIP(tiny_clip, ["a", "b"], prompt="none")
+    with pytest.raises(ValueError, match="classes"):
+        evaluate(model, dataset, ["clean"], progress=False)
+
+
+def test_summarize_mean_std_over_seeds():
+    import pandas as pd
+
+    rows = pd.DataFrame({"dataset": ["d"] * 3, "method": ["capt"] * 3, "attack": ["clean"] * 3,
+                         "seed": [1, 2, 3], "accuracy": [50.0, 60.0, 70.0]})
+    s = summarize(rows)
+    assert s.loc[0, "mean"] == 60.0 and s.loc[0, "std"] == pytest.approx(10.0)
+    assert s.loc[0, "mean ± std"] == "60.0 ± 10.0"
