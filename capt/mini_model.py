@@ -1,0 +1,154 @@
+"""The embedded mini CLIP: a word-level tokenizer, the model config, and the committed checkpoint.
+
+The mini CLIP is a standard ``open_clip.model.CLIP`` (ViT image tower, causal text transformer with
+argmax-EOT pooling) small enough to pretrain on two CPU cores on the procedural mini world
+(:mod:`capt.data.miniworld`). Everything downstream treats it like any other open_clip ViT.
+
+``load_mini()`` reads ``capt/assets/mini_clip.pt``, which ``data_scripts/pretrain_mini.py`` writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+DEFAULT_CHECKPOINT = ASSET_DIR / "mini_clip.pt"
+DEFAULT_REPORT = ASSET_DIR / "mini_clip.json"
+REGENERATE_COMMAND = "python data_scripts/pretrain_mini.py"
+
+PAD, SOT, UNK, EOT = "<pad>", "<sot>", "<unk>", "<eot>"
+PLACEHOLDER = "X"  # the word prompt learners put where learned context vectors go
+CONTEXT_LENGTH = 24
+
+# Normalisation inside the model: CLIP's own constants, so the mini model sits behind the same wrapper.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+MODEL_CONFIG = {
+    "embed_dim": 128,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "layers": 6, "width": 128, "head_width": 32,
+                   "mlp_ratio": 4.0},
+    "text_cfg": {"context_length": CONTEXT_LENGTH, "width": 128, "heads": 4, "layers": 4,
+                 "mlp_ratio": 4.0},
+}
+
+_TOKEN_RE = re.compile(r"[A-Za-z]+|[.,]|[^\sA-Za-z.,]+")
+
+
+def default_vocab() -> list[str]:
+    """``[<pad>, <sot>, <unk>, '.', ',', 'X', words of the mini world..., <eot>]`` (EOT has the highest id)."""
+    from capt.data.miniworld import vocabulary_words
+
+    words = [w for w in vocabulary_words() if w not in (PLACEHOLDER.lower(),)]
+    return [PAD, SOT, UNK, ".", ",", PLACEHOLDER] + words + [EOT]
+
+
+class MiniTokenizer:
+    """Word-level tokenizer: one token per word or punctuation mark, lower-cased (except ``X``).
+
+    ``tokenizer(texts, context_length=None) -> LongTensor (N, context_length)``: ``SOT w1 ... wk EOT``
+    then zero padding, like open_clip's tokenizer (too long texts are cut and end in EOT). Unknown
+    words map to ``<unk>``. The EOT id is the largest id, so open_clip's argmax pooling finds it.
+    """
+
+    def __init__(self, vocab: Sequence[str] | None = None, context_length: int = CONTEXT_LENGTH):
+        vocab = list(default_vocab() if vocab is None else vocab)
+        if vocab[:3] != [PAD, SOT, UNK] or vocab[-1] != EOT:
+            raise ValueError(f"a mini vocabulary starts with {PAD}, {SOT}, {UNK} and ends with {EOT}")
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("the mini vocabulary has duplicate words")
+        self.vocab = vocab
+        self.context_length = int(context_length)
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.pad_id, self.sot_id, self.unk_id, self.eot_id = 0, 1, 2, len(vocab) - 1
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def words(self, text: str) -> list[str]:
+        """Split one text into words and punctuation (``X`` keeps its case; other words are lowered)."""
+        return [w if w == PLACEHOLDER else w.lower() for w in _TOKEN_RE.findall(text)]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text, without SOT/EOT."""
+        return [self.index.get(w, self.unk_id) for w in self.words(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        words = [self.vocab[int(i)] for i in ids if int(i) not in (self.pad_id, self.sot_id, self.eot_id)]
+        return " ".join(words).replace(" .", ".").replace(" ,", ",")
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.LongTensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        length = self.context_length if context_length is None else int(context_length)
+        if length < 2:
+            raise ValueError("context_length must leave room for SOT and EOT")
+        out = torch.zeros(len(texts), length, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [self.sot_id] + self.encode(text)[: length - 2] + [self.eot_id]
+            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+    def __repr__(self) -> str:
+        return f"MiniTokenizer(vocab={len(self.vocab)} words, context_length={self.context_length})"
+
+
+def build_mini(config: dict | None = None, vocab_size: int | None = None):
+    """A freshly initialised mini ``open_clip.model.CLIP`` (float32) from a plain-dict config."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    cfg = copy.deepcopy(MODEL_CONFIG if config is None else config)
+    text_cfg = dict(cfg["text_cfg"])
+    if vocab_size is not None:
+        text_cfg["vocab_size"] = int(vocab_size)
+    if "vocab_size" not in text_cfg:
+        text_cfg["vocab_size"] = len(default_vocab())
+    return CLIP(embed_dim=cfg["embed_dim"], vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
+                text_cfg=CLIPTextCfg(**text_cfg), quick_gelu=cfg["quick_gelu"])
+
+
+class MiniCheckpointError(RuntimeError):
+    """The mini CLIP checkpoint is missing or unreadable; the message says how to regenerate it."""
+
+
+def _fail(path: Path, why: str) -> MiniCheckpointError:
+    return MiniCheckpointError(
+        f"cannot load the mini CLIP checkpoint {path}: {why}. Regenerate it with "
+        f"`{REGENERATE_COMMAND}` (from the repository root), or restore it with "
+        f"`git checkout -- capt/assets/mini_clip.pt`."
+    )
+
+
+def load_mini(path: str | Path | None = None) -> dict:
+    """Load the pretrained mini CLIP.
+
+    Returns ``dict(model=<open_clip CLIP, eval mode, float32>, tokenizer=<MiniTokenizer>,
+    image_size=32, mean=(...), std=(...))``; the model expects inputs normalised with mean/std.
+    """
+    path = DEFAULT_CHECKPOINT if path is None else Path(path)
+    if not path.is_file():
+        raise _fail(path, "file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        config, vocab, state = blob["config"], list(blob["vocab"]), blob["state_dict"]
+        mean, std = tuple(float(v) for v in blob["mean"]), tuple(float(v) for v in blob["std"])
+        tokenizer = MiniTokenizer(vocab, context_length=config["text_cfg"]["context_length"])
+        model = build_mini(config, vocab_size=len(vocab))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except MiniCheckpointError:
+        raise
+    except Exception as exc:  # corrupt zip, missing key, shape mismatch: all mean "bad file"
+        raise _fail(path, f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    model = model.float().eval()
+    return dict(model=model, tokenizer=tokenizer, image_size=int(config["vision_cfg"]["image_size"]),
+                mean=mean, std=std)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

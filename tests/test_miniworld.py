@@ -1,0 +1,99 @@
+"""The procedural mini world and its registered datasets."""
+
+import numpy as np
+import pytest
+import torch
+
+from capt.data import dataset_names, get_spec, load_dataset
+from capt.data import miniworld as mw
+
+
+def test_regeneration_is_byte_identical_and_seed_dependent():
+    a, ya, _ = mw.generate("mini_shape", "val")
+    b, yb, _ = mw.generate("mini_shape", "val")
+    assert a.dtype == np.uint8 and a.shape == (200, 3, 32, 32)
+    assert a.tobytes() == b.tobytes() and np.array_equal(ya, yb)
+    c, yc, _ = mw.generate("mini_shape", "val", seed=12345)
+    assert np.array_equal(ya, yc)  # same balanced labels ...
+    assert (a != c).mean() > 0.5  # ... but other images
+
+
+def test_pretrain_batch_is_deterministic_and_never_shows_heldout_combinations():
+    i1, t1, m1, a1 = mw.pretrain_batch(3, 512)
+    i2, t2, m2, _ = mw.pretrain_batch(3, 512)
+    assert i1.tobytes() == i2.tobytes() and t1 == t2 and np.array_equal(m1, m2)
+    combos = set(zip(a1["colour"].tolist(), a1["shape"].tolist()))
+    held = {(mw.COLOURS.index(c), mw.SHAPES.index(s)) for c, s in mw.HELDOUT}
+    assert not combos & held
+    assert m1.diagonal().all()  # every image fits its own caption
+    assert m1.sum(1).mean() > 1.5  # and usually other captions too (multi-positive)
+    assert (a1["colour"] == mw.GREY).any() and (a1["style"] == 1).any()
+
+
+def test_splits_differ():
+    tr, _, _ = mw._cached("mini_colour", "train")
+    te, _, _ = mw._cached("mini_colour", "test")
+    assert tr[:50].tobytes() != te[:50].tobytes()
+
+
+def test_registry_roles_and_shifts():
+    mini = set(dataset_names(kind="mini"))
+    assert dataset_names(kind="mini", role="source") == ["mini_source"]
+    targets = dataset_names(kind="mini", role="target")
+    assert len(targets) >= 8 and {"mini_shape", "mini_colour", "mini_heldout"} <= set(targets)
+    shifts = {"mini_source_v2", "mini_source_sketch", "mini_source_a", "mini_source_r"}
+    assert shifts <= mini and set(dataset_names(kind="mini", role="shift")) == shifts
+    for name in shifts:
+        spec = get_spec(name)
+        assert spec.shift_of == "mini_source" and spec.splits == ("test",)
+        with pytest.raises(ValueError, match="no split"):
+            load_dataset(name, "train")
+
+
+def test_dataset_contents_and_sizes():
+    src = load_dataset("mini_source", "test")
+    assert src.num_classes == 80 and len(src) == 800
+    x, y = src[0]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    assert src.classnames[y].split() == [mw.COLOURS[y // 10], mw.SHAPES[y % 10]]
+    assert np.bincount(src.labels).tolist() == [10] * 80
+    train = load_dataset("mini_source", "train")
+    assert min(np.bincount(train.labels)) >= 16  # 16-shot training is possible
+    for name in dataset_names(kind="mini"):
+        ds = load_dataset(name, "test")
+        assert 300 <= len(ds) <= 1000, name
+        assert "{}" in ds.templates[0]
+        assert len(set(ds.keys)) == len(ds)
+
+
+def test_labels_match_attributes():
+    attrs = mw.task_attributes("mini_heldout", "test")
+    ds = load_dataset("mini_heldout", "test")
+    for i in range(0, len(ds), 37):
+        colour, shape = ds.classnames[ds.labels[i]].split()
+        assert mw.COLOURS[attrs["colour"][i]] == colour and mw.SHAPES[attrs["shape"][i]] == shape
+    pos = mw.task_attributes("mini_position", "test")
+    assert (pos["size"] == 0).all() and (pos["position"] > 0).all()
+    sketch = mw.task_attributes("mini_source_sketch", "test")
+    assert (sketch["style"] == 1).all() and (sketch["fill"] == 1).all()
+
+
+def test_every_word_is_in_the_vocabulary():
+    from capt.mini_model import MiniTokenizer
+
+    tok = MiniTokenizer()
+    for t in mw.TASKS.values():
+        for c in t.classnames:
+            assert tok.unk_id not in tok.encode(t.templates[0].format(c)), c
+    _, texts, _, _ = mw.pretrain_batch(0, 256)
+    for text in texts:
+        assert tok.unk_id not in tok.encode(text), text
+        assert len(tok.encode(text)) + 2 <= tok.context_length
+
+
+def test_generation_is_fast():
+    import time
+
+    t = time.perf_counter()
+    mw.generate("mini_source", "train")  # 1,920 images
+    assert time.perf_counter() - t < 5.0
