@@ -1,0 +1,149 @@
+"""Tiny on-disk copies of the real datasets' layouts (CoOp's DATASETS.md), built by the tests themselves.
+
+Every image is a few pixels of one colour, so a whole fixture is written in milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+# Four real ImageNet classes, in WordNet-id order as in CoOp's classnames.txt.
+IMAGENET_CLASSES = [
+    ("n01440764", "tench"),
+    ("n01443537", "goldfish"),
+    ("n01484850", "great white shark"),
+    ("n01491361", "tiger shark"),
+]
+
+
+def write_image(path: Path, value: int = 128, size: tuple[int, int] = (6, 5)) -> Path:
+    """A small solid-colour image; JPEG or PNG after the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = (value % 256, (value * 7) % 256, (value * 13) % 256)
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+    Image.new("RGB", size, colour).save(path, fmt)
+    return path
+
+
+def write_classnames(path: Path, classes=IMAGENET_CLASSES) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{w} {n}\n" for w, n in classes), encoding="utf-8")
+    return path
+
+
+def make_imagenet(root: Path, train_per_class: int = 5, val_per_class: int = 2, classes=IMAGENET_CLASSES) -> Path:
+    """``root/imagenet/images/{train,val}/<wnid>/*.JPEG`` + ``root/imagenet/classnames.txt``."""
+    base = root / "imagenet"
+    write_classnames(base / "classnames.txt", classes)
+    for c, (wnid, _) in enumerate(classes):
+        for i in range(train_per_class):
+            write_image(base / "images" / "train" / wnid / f"{wnid}_{i}.JPEG", 10 * c + i)
+        for i in range(val_per_class):
+            write_image(base / "images" / "val" / wnid / f"ILSVRC2012_val_{c:04d}{i:04d}.JPEG", 100 + 10 * c + i)
+    (base / "images" / "train" / ".DS_Store").write_bytes(b"")   # hidden files are ignored
+    return base
+
+
+def make_shift(root: Path, name: str, wnids=None, per_class: int = 3, own_classnames: bool = False) -> Path:
+    """ImageNet-A/-R (a subset of WordNet-id folders), -Sketch (``images/<wnid>``) or -V2 (``<label>/``)."""
+    folder, image_dir = {
+        "imagenet_a": ("imagenet-adversarial", "imagenet-a"),
+        "imagenet_r": ("imagenet-rendition", "imagenet-r"),
+        "imagenet_sketch": ("imagenet-sketch", "images"),
+        "imagenet_v2": ("imagenetv2", "imagenetv2-matched-frequency-format-val"),
+    }[name]
+    base = root / folder
+    all_wnids = [w for w, _ in IMAGENET_CLASSES]
+    wnids = all_wnids if wnids is None else wnids
+    for wnid in wnids:
+        sub = str(all_wnids.index(wnid)) if name == "imagenet_v2" else wnid
+        for i in range(per_class):
+            write_image(base / image_dir / sub / f"{i}.jpg", 50 + i)
+    if name == "imagenet_a":
+        (base / image_dir / "README.txt").write_text("ImageNet-A\n")
+    if own_classnames:
+        write_classnames(base / "classnames.txt")
+    return base
+
+
+def make_split_dataset(root: Path, folder: str, image_dir: str, split_file: str, classes: list[str],
+                       counts=(3, 2, 2), path_of=None) -> dict:
+    """A CoOp split-file dataset: images under ``folder/image_dir`` and ``folder/split_file``.
+
+    ``path_of(classname, split, i)`` gives an image's path relative to the image folder
+    (default ``<class>/<class>_<split>_<i>.jpg``). Returns the split dict written.
+    """
+    base = root / folder
+    path_of = path_of or (lambda c, s, i: f"{c}/{c}_{s}_{i}.jpg")
+    split = {}
+    for part, n in zip(("train", "val", "test"), counts):
+        entries = []
+        for label, cname in enumerate(classes):
+            for i in range(n):
+                rel = path_of(cname, part, i)
+                write_image(base / image_dir / rel if image_dir else base / rel, label * 20 + i)
+                entries.append([rel, label, cname])
+        split[part] = entries
+    (base / split_file).write_text(json.dumps(split), encoding="utf-8")
+    return split
+
+
+EUROSAT_CLASSES = ["Annual Crop Land", "Forest", "Sea or Lake"]
+PETS_CLASSES = ["abyssinian", "american_bulldog", "basset_hound"]
+
+
+def make_eurosat(root: Path, counts=(3, 2, 2)) -> dict:
+    return make_split_dataset(root, "eurosat", "2750", "split_zhou_EuroSAT.json", EUROSAT_CLASSES, counts,
+                              path_of=lambda c, s, i: f"{c.replace(' ', '')}/{c.replace(' ', '')}_{s}{i}.jpg")
+
+
+def make_pets(root: Path, counts=(4, 1, 2)) -> dict:
+    """Oxford Pets keeps every image in one flat folder, ``images/<Breed>_<n>.jpg``."""
+    return make_split_dataset(root, "oxford_pets", "images", "split_zhou_OxfordPets.json", PETS_CLASSES, counts,
+                              path_of=lambda c, s, i: f"{c.title()}_{s}{i}.jpg")
+
+
+def make_aircraft(root: Path) -> Path:
+    base = root / "fgvc_aircraft"
+    variants = ["707-320", "A300B4", "Cessna 172"]
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "variants.txt").write_text("\n".join(variants) + "\n")
+    image_id = 1000000
+    for part, n in (("train", 2), ("val", 1), ("test", 1)):
+        lines = []
+        for v in variants:
+            for _ in range(n):
+                image_id += 1
+                write_image(base / "images" / f"{image_id}.jpg", image_id % 200)
+                lines.append(f"{image_id} {v}")
+        (base / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+# -- archives ------------------------------------------------------------------------------------
+def jpeg_bytes(value: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (value, value, value)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
