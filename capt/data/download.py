@@ -487,7 +487,6 @@ def _find_wnid_parent(base: Path) -> Path:
     raise FileNotFoundError(f"the archive holds no folder of WordNet-id class folders (looked under {base})")
 
 
-_GD = "https://drive.google.com/file/d/{}/view"
 _SPLIT_IDS = {
     "caltech101": ("split_zhou_Caltech101.json", "1hyarUivQE36mY6jSomru6Fjd-JzwcCzN"),
     "oxford_pets": ("split_zhou_OxfordPets.json", "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs"),
