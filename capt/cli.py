@@ -1,21 +1,82 @@
-"""The ``capt`` command: ``capt data ...`` (datasets), ``capt run ...`` (experiments)."""
+"""The ``capt`` command.
+
+    capt run PROFILE [--only NB ...] [--output-dir DIR] [--set KEY=YAML ...]   execute the book's notebooks
+    capt book [--profile mini] [--no-run]                                       run them, then build the HTML book
+    capt data list|status|prepare ...                                           the real datasets
+"""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"capt: --set takes KEY=VALUE (VALUE in YAML, e.g. seeds=[1,2]), got {p!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _run(args) -> int:
+    from .profiles import run_profile
+
+    run_profile(args.profile, args.output_dir, only=args.only, overrides=_overrides(args.set))
+    return 0
+
+
+def _book(args) -> int:
+    from .profiles import ROOT, run_profile
+
+    t0 = time.perf_counter()
+    if not args.no_run:
+        run_profile(args.profile, ROOT / "book" / "experiments", overrides=_overrides(args.set))
+    print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--path-output", str(ROOT)]
+    if args.strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    rc = subprocess.call(cmd)
+    if rc == 0:
+        print(f"book ready: {ROOT / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f}s in all)")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="capt", description=__doc__)
-    parser.add_argument("command", choices=["data"], help="what to do; `capt COMMAND -h` for more")
-    args, rest = parser.parse_known_args(argv[:1])
-    if args.command == "data":
+    if argv[:1] == ["data"]:
         from capt.data.cli import main as data_main
 
         return data_main(argv[1:])
-    return 2  # pragma: no cover - argparse rejects anything else
+    parser = argparse.ArgumentParser(prog="capt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the book's notebooks with a profile's parameters (papermill)")
+    r.add_argument("profile", help="profile name in profiles/ (mini, ci, paper) or a .yaml path")
+    r.add_argument("--only", nargs="+", help="notebook names (default: all)")
+    r.add_argument("--output-dir", default="outputs/notebooks", help="where executed notebooks go")
+    r.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    r.set_defaults(func=_run)
+    b = sub.add_parser("book", help="run every notebook with a profile, then build the HTML book")
+    b.add_argument("--profile", default="mini")
+    b.add_argument("--no-run", action="store_true", help="build from the notebooks already in book/experiments")
+    b.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors")
+    b.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    b.set_defaults(func=_book)
+    sub.add_parser("data", help="datasets: list, status, prepare (see `capt data -h`)")
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"capt: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

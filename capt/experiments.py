@@ -1,0 +1,225 @@
+"""Experiments as data: a run (what to train) and an evaluation (where and how to attack it).
+
+A :class:`RunSpec` fully defines one training run (model, source data and class subset, method and its
+overrides, prompt shape, shots, seed, training hyper-parameters); its hash is the run's key. The
+:class:`Experiment` trains each run once (checkpoint + resume in ``out_dir/runs/<key>``), evaluates it
+on each dataset under each attack once (rows in ``out_dir/results.csv``), and skips whatever is done:
+re-running a notebook, or one interrupted half-way, only computes what is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .attacks import AttackSpec
+from .data import LabeledImages, get_spec, load_dataset
+from .data.fewshot import base_new_split, sample_few_shot, validate_shots
+from .evaluate import as_attack_spec, evaluate
+from .io import atomic_write_text
+from .methods import get_method
+from .models import load_clip
+from .prompts import PromptedCLIP
+from .results import ResultStore, stable_key
+from .train import TrainConfig, load_prompts, seed_everything, train
+from .validation import check_choice, check_number
+
+CLASS_SUBSETS = ("all", "base", "new")
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A dataset and which of its classes to use (``base``/``new``: CoCoOp's halves)."""
+
+    name: str
+    classes: str = "all"
+
+    def __post_init__(self):
+        get_spec(self.name)  # unknown names fail here, with the list of valid ones
+        check_choice("class subset", self.classes, CLASS_SUBSETS)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.classes == "all" else f"{self.name}[{self.classes}]"
+
+    def load(self, split: str, root=None, transform=None) -> LabeledImages:
+        ds = load_dataset(self.name, split, root=root, transform=transform)
+        if self.classes == "all":
+            return ds
+        base, new = base_new_split(ds)
+        return base if self.classes == "base" else new
+
+
+def as_ref(d) -> DataRef:
+    if isinstance(d, DataRef):
+        return d
+    if isinstance(d, str):
+        name, _, rest = d.partition("[")
+        return DataRef(name, rest.rstrip("]") or "all")
+    if isinstance(d, dict):
+        return DataRef(**d)
+    raise ValueError(f"a dataset must be a name like 'mini_source' or 'mini_source[base]', got {d!r}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one training run; ``key`` hashes it."""
+
+    method: str
+    source: DataRef
+    shots: int | str = 16
+    seed: int = 1
+    model: str = "mini"
+    pretrained: str | None = None
+    n_ctx: int = 2
+    depth: int = 3
+    ctx_init: str | None = "a photo of a"
+    objective: tuple = ()  # (("lam", 1.0), ...) overrides of the method's objective (ablations)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "source", as_ref(self.source))
+        object.__setattr__(self, "objective", tuple(sorted(dict(self.objective).items())))
+        get_method(self.method, **dict(self.objective))
+        object.__setattr__(self, "shots", validate_shots(self.shots))
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("n_ctx", self.n_ctx, low=1, integer=True)
+        check_number("depth", self.depth, low=1, integer=True)
+
+    @property
+    def trains(self) -> bool:
+        return get_method(self.method).trains
+
+    @property
+    def key(self) -> str:
+        d = asdict(self)
+        if not self.trains:  # zero-shot: nothing but the model and the template matter
+            d = {"method": self.method, "model": self.model, "pretrained": self.pretrained}
+        return stable_key(d)
+
+    def describe(self) -> dict:
+        return {"method": self.method, "shots": 0 if not self.trains else self.shots,
+                "seed": 0 if not self.trains else self.seed, "source": self.source.label,
+                **{k: v for k, v in self.objective}}
+
+
+@functools.lru_cache(maxsize=4)
+def _clip(model: str, pretrained: str | None, device: str):
+    return load_clip(model, pretrained, device=device)
+
+
+class Experiment:
+    """Train and evaluate :class:`RunSpec` s with caching of checkpoints and result rows."""
+
+    def __init__(self, out_dir: str | Path = "outputs", data_root: str | Path | None = None,
+                 device: str | None = None, progress: bool = True, batch_size: int = 256):
+        self.out_dir = Path(out_dir)
+        self.data_root = data_root
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.progress = progress
+        self.batch_size = batch_size
+        self.store = ResultStore(self.out_dir)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def clip(self, spec: RunSpec):
+        return _clip(spec.model, spec.pretrained, self.device)
+
+    def build(self, spec: RunSpec, classnames: Sequence[str], templates: Sequence[str]) -> PromptedCLIP:
+        method = get_method(spec.method)
+        seed_everything(spec.seed)  # prompt initialisation is part of the run
+        return PromptedCLIP(self.clip(spec), classnames, prompt=method.prompt, n_ctx=spec.n_ctx,
+                            depth=spec.depth, ctx_init=spec.ctx_init, template=list(templates))
+
+    def train_data(self, spec: RunSpec) -> LabeledImages:
+        """The few-shot training set (sampled over all classes first, then halved: CoCoOp's order)."""
+        whole = load_dataset(spec.source.name, "train", root=self.data_root, transform=self.clip(spec).preprocess)
+        shot = sample_few_shot(whole, spec.shots, spec.seed, cache_dir=self.out_dir / "splits")
+        if spec.source.classes == "all":
+            return shot
+        base, new = base_new_split(shot)
+        return base if spec.source.classes == "base" else new
+
+    def trained(self, spec: RunSpec) -> PromptedCLIP:
+        """The model of ``spec`` with its trained prompts (training it, or resuming it, if needed)."""
+        method = get_method(spec.method, **dict(spec.objective))
+        data = self.train_data(spec) if spec.trains else spec.source.load("test", self.data_root,
+                                                                           self.clip(spec).preprocess)
+        model = self.build(spec, data.classnames, data.templates)
+        if not spec.trains:
+            return model
+        run_dir = self.out_dir / "runs" / spec.key
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"key": spec.key, **asdict(spec)}, indent=1, default=str), run_dir / "spec.json")
+        train(model, data, method, spec.train, out_dir=run_dir, resume=True, progress=self.progress)
+        return model
+
+    # -- the whole thing --------------------------------------------------------------------------
+    def evaluate(self, spec: RunSpec, datasets: Iterable, attacks: Iterable, max_n: int | None = None,
+                 eval_seed: int = 0) -> pd.DataFrame:
+        """Rows for ``spec`` on every dataset under every attack, computing only what is missing."""
+        refs = [as_ref(d) for d in datasets]
+        specs = [as_attack_spec(a) for a in attacks]
+        done = self.store.keys()
+
+        def eval_key(ref: DataRef, a: AttackSpec) -> str:
+            return stable_key({"data": asdict(ref), "attack": [a.name, a.eps, a.steps, a.alpha],
+                               "max_n": max_n, "eval_seed": eval_seed})
+
+        todo = {ref: [a for a in specs if (spec.key, eval_key(ref, a)) not in done] for ref in refs}
+        if any(todo.values()):
+            source_model = self.trained(spec)
+            prompts = source_model.prompt_state_dict()
+            for ref, missing in todo.items():
+                if not missing:
+                    continue
+                data = ref.load("test", self.data_root, self.clip(spec).preprocess)
+                model = self.build(spec, data.classnames, data.templates)
+                model.load_prompt_state_dict(prompts)
+                rows = evaluate(model, data, missing, max_n=max_n, seed=eval_seed, batch_size=self.batch_size,
+                                progress=self.progress)
+                rows["dataset"] = ref.label
+                rows["role"] = get_spec(ref.name).role
+                for k, v in spec.describe().items():
+                    rows[k] = v if not isinstance(v, (list, tuple)) else str(v)
+                rows["run_key"] = spec.key
+                rows["eval_key"] = [eval_key(ref, a) for a in missing]
+                self.store.add(rows)
+        keys = {(spec.key, eval_key(r, a)) for r in refs for a in specs}
+        df = self.store.read()
+        mask = [(k, e) in keys for k, e in zip(df["run_key"].astype(str), df["eval_key"].astype(str))]
+        return df[mask].reset_index(drop=True)
+
+    def run(self, runs: Iterable[RunSpec], datasets: Iterable, attacks: Iterable, max_n: int | None = None,
+            eval_seed: int = 0) -> pd.DataFrame:
+        runs = list(runs)
+        from tqdm.auto import tqdm
+
+        parts = [self.evaluate(r, datasets, attacks, max_n, eval_seed)
+                 for r in tqdm(runs, desc="runs", disable=not self.progress)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def grid(methods: Sequence[str], shots: Sequence, seeds: Sequence[int], source, **common) -> list[RunSpec]:
+    """Every (method, shots, seed) run; zero-shot appears once (it neither trains nor samples)."""
+    if isinstance(methods, str) or isinstance(seeds, int):
+        raise ValueError("methods and seeds must be lists, e.g. methods=['capt'], seeds=[1]")
+    source = as_ref(source)
+    out, seen = [], set()
+    for m in methods:
+        for k in shots:
+            for s in seeds:
+                spec = RunSpec(method=m, source=source, shots=k, seed=s, **common)
+                if spec.key not in seen:
+                    seen.add(spec.key)
+                    out.append(spec)
+    return out
+
+
+def with_train(spec: RunSpec, **changes) -> RunSpec:
+    return replace(spec, train=replace(spec.train, **changes))

@@ -1,0 +1,100 @@
+"""Profiles: named parameter sets for the book's notebooks, run with papermill.
+
+A profile is a YAML file (``profiles/NAME.yaml``)::
+
+    description: one line
+    parameters:          # given to every notebook that declares them
+      seeds: [1, 2, 3]
+    notebooks:           # per-notebook overrides
+      02_in_distribution:
+        shots: [1, 4, 16, all]
+
+``run_profile`` executes each notebook with the parameters it declares (papermill injects them after its
+``parameters`` cell), writing the executed copies to an output folder (the book reads them from there).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PROFILES = ROOT / "profiles"
+
+
+def profile_path(profile: str | Path) -> Path:
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise FileNotFoundError(f"profile file {p} does not exist")
+        return p
+    p = PROFILES / f"{profile}.yaml"
+    if not p.is_file():
+        names = sorted(q.stem for q in PROFILES.glob("*.yaml"))
+        raise ValueError(f"unknown profile {profile!r}; valid choices: {', '.join(names)} (or a path to a .yaml file)")
+    return p
+
+
+def load_profile(profile: str | Path) -> dict:
+    path = profile_path(profile)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"profile {path} is not valid YAML: {exc}") from None
+    unknown = set(data) - {"description", "parameters", "notebooks"}
+    if unknown or not isinstance(data.get("parameters", {}), dict) or not isinstance(data.get("notebooks", {}), dict):
+        raise ValueError(f"profile {path} must hold 'description', 'parameters' (a mapping) and 'notebooks' "
+                         f"(a mapping of notebook name to parameters); found keys {sorted(data)}")
+    known = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
+    bad = set(data.get("notebooks", {})) - known
+    if bad:
+        raise ValueError(f"profile {path} names unknown notebooks {sorted(bad)}; valid choices: {', '.join(sorted(known))}")
+    return data
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+def parameters_for(profile: dict, notebook: str | Path, overrides: dict | None = None) -> dict:
+    """The profile's parameters that ``notebook`` declares in its parameters cell (others are dropped)."""
+    import papermill as pm
+
+    path = Path(notebook)
+    if not path.suffix:
+        path = NOTEBOOKS / f"{notebook}.ipynb"
+    declared = set(pm.inspect_notebook(str(path)))
+    merged = {**profile.get("parameters", {}), **profile.get("notebooks", {}).get(path.stem, {}), **(overrides or {})}
+    return {k: v for k, v in merged.items() if k in declared}
+
+
+def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str] | None = None,
+                overrides: dict | None = None, kernel: str = "python3", log=print) -> list[Path]:
+    """Execute the notebooks of ``profile`` into ``output_dir`` (the same name per notebook)."""
+    import papermill as pm
+
+    data = load_profile(profile)
+    names = notebook_names()
+    if only:
+        only = list(only)
+        bad = [n for n in only if n not in names]
+        if bad:
+            raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
+        names = [n for n in names if n in only]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, name in enumerate(names, 1):
+        params = parameters_for(data, name, overrides)
+        log(f"[{i}/{len(names)}] {name} ({Path(profile).stem} profile)")
+        t0 = time.perf_counter()
+        target = out / f"{name}.ipynb"
+        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(target), parameters=params, kernel_name=kernel,
+                            cwd=str(NOTEBOOKS), progress_bar=True, report_mode=False)
+        log(f"    done in {time.perf_counter() - t0:.0f}s -> {target}")
+        written.append(target)
+    return written

@@ -1,0 +1,92 @@
+"""Experiments, the results store and the notebooks' Settings: caching, no duplicates, clear errors."""
+
+import pandas as pd
+import pytest
+
+import capt.experiments as E
+from capt.book import Settings, mean_std, verdict
+from capt.results import ResultStore, stable_key
+from capt.train import TrainConfig
+
+
+@pytest.fixture()
+def tiny_experiment(tmp_path, monkeypatch, tiny_clip):
+    monkeypatch.setattr(E, "_clip", lambda model, pretrained, device: tiny_clip)
+    return E.Experiment(tmp_path, progress=False, batch_size=64)
+
+
+def runs(**kw):
+    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1)
+    return E.grid(["zeroshot", "capt"], [1], [1, 2], "mini_shape", depth=2, train=tc, **kw)
+
+
+def test_grid_keeps_one_zeroshot_run_and_distinct_keys():
+    rs = runs()
+    assert [r.method for r in rs] == ["zeroshot", "capt", "capt"]
+    assert len({r.key for r in rs}) == 3
+
+
+def test_experiment_trains_once_and_skips_what_is_done(tiny_experiment, monkeypatch):
+    attacks = ["clean", {"name": "pgd", "eps": 4 / 255, "steps": 2}]
+    rows = tiny_experiment.run(runs(), ["mini_shape", "mini_colour"], attacks, max_n=20)
+    assert len(rows) == 3 * 2 * 2
+    assert set(rows["method"]) == {"zeroshot", "capt"}
+    assert (rows.groupby(["run_key", "dataset"])["accuracy"].apply(lambda a: a.iloc[1] <= a.iloc[0])).all()
+    calls = []
+    monkeypatch.setattr(E, "train", lambda *a, **k: calls.append(1))
+    again = tiny_experiment.run(runs(), ["mini_shape", "mini_colour"], attacks, max_n=20)
+    assert calls == []  # nothing retrained, nothing re-evaluated
+    pd.testing.assert_frame_equal(again, rows)
+    assert len(ResultStore(tiny_experiment.out_dir).read()) == 12
+
+
+def test_base_to_new_runs_train_on_base_and_test_on_new(tiny_experiment):
+    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1)
+    spec = E.RunSpec("capt", "mini_size_shape[base]", shots=1, seed=1, depth=2, train=tc)
+    rows = tiny_experiment.evaluate(spec, ["mini_size_shape[base]", "mini_size_shape[new]"], ["clean"], max_n=20)
+    assert rows["dataset"].tolist() == ["mini_size_shape[base]", "mini_size_shape[new]"]
+    assert tiny_experiment.train_data(spec).num_classes == 10
+
+
+def test_store_drops_duplicates_and_never_half_writes(tmp_path):
+    store = ResultStore(tmp_path)
+    rows = pd.DataFrame({"run_key": ["a", "a"], "eval_key": ["x", "y"], "attack": ["clean", "clean"],
+                         "accuracy": [1.0, 2.0]})
+    store.add(rows)
+    store.add(rows)
+    assert len(store.read()) == 2
+    assert store.done("a", "x") and not store.done("b", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temp or lock file left
+
+
+def test_stable_key_ignores_dict_order():
+    assert stable_key({"a": 1, "b": [1, 2]}) == stable_key({"b": [1, 2], "a": 1})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(source="imagenette"), "unknown dataset 'imagenette'; valid choices: "),
+    (dict(methods=["capt", "trades"]), "unknown method 'trades'"),
+    (dict(eval_eps=-0.1), "eps .* must be >= 0"),
+    (dict(eval_eps=3), "eps .* must be <= 1"),
+    (dict(shots=[0]), "shots"),
+    (dict(seeds=1), "seeds must be a list"),
+    (dict(targets="mini_shape"), "targets must be a list"),
+    (dict(depth=12), "depth=12 is larger than the encoder"),
+    (dict(pgd_steps=0), "pgd_steps must be >= 1"),
+    (dict(ablations=["gamma"]), "unknown ablation group 'gamma'"),
+    (dict(datasets=["mini_shape[middle]"]), "unknown class subset 'middle'"),
+])
+def test_settings_reject_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Settings(**kwargs)
+
+
+def test_tables_and_verdict():
+    rows = pd.DataFrame({
+        "dataset": ["d"] * 8, "method": ["capt"] * 4 + ["fap"] * 4, "seed": [1, 2, 1, 2] * 2,
+        "attack": ["clean", "clean", "pgd-10", "pgd-10"] * 2, "accuracy": [60, 62, 30, 32, 61, 61, 20, 22.0]})
+    t = mean_std(rows, ["dataset"], ["attack", "method"])
+    assert t.loc["d", ("pgd-10", "capt")] == "31.0 ± 1.4"
+    v = verdict(rows)
+    assert "clean: capt 61.0% ties with the best baseline fap (61.0%, +0.0)" in v
+    assert "robust: capt 31.0% beats the best baseline fap (21.0%, +10.0)" in v
