@@ -205,6 +205,18 @@ class Experiment:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+    def run_jobs(self, jobs) -> pd.DataFrame:
+        """Rows of every :class:`capt.plans.Job` (each run trained once), with the jobs' tags as columns."""
+        jobs = list(jobs)
+        from tqdm.auto import tqdm
+
+        parts = []
+        for job in tqdm(jobs, desc="jobs", disable=not self.progress):
+            rows = self.evaluate(job.run, job.datasets, job.attacks, job.max_n)
+            parts.append(rows.assign(**dict(job.tags)))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def grid(methods: Sequence[str], shots: Sequence, seeds: Sequence[int], source, **common) -> list[RunSpec]:
     """Every (method, shots, seed) run; zero-shot appears once (it neither trains nor samples)."""
     if isinstance(methods, str) or isinstance(seeds, int):

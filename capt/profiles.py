@@ -60,6 +60,56 @@ def notebook_names() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 
 
+_BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
+           "Div": lambda a, b: a / b}
+
+
+def _literal(node):
+    """Evaluate a parameters-cell value: literals, lists, and + - * / of numbers (e.g. ``4 / 255``); no code."""
+    import ast
+
+    if isinstance(node, ast.BinOp) and type(node.op).__name__ in _BINOPS:
+        return _BINOPS[type(node.op).__name__](_literal(node.left), _literal(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_literal(node.operand)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    return ast.literal_eval(node)
+
+
+def notebook_defaults(notebook: str | Path) -> dict:
+    """The values of a notebook's ``parameters`` cell, read without executing it."""
+    import ast
+
+    import nbformat
+
+    path = Path(notebook)
+    if not path.suffix:
+        path = NOTEBOOKS / f"{notebook}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    out = {}
+    for stmt in ast.parse(cells[0].source).body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            try:
+                out[stmt.targets[0].id] = _literal(stmt.value)
+            except (ValueError, TypeError, SyntaxError):
+                raise ValueError(f"{path}: parameter {stmt.targets[0].id} must be a literal "
+                                 "(numbers, strings, lists, None, arithmetic on numbers)") from None
+    return out
+
+
+def settings_for(profile: str | Path | dict, notebook: str, overrides: dict | None = None):
+    """The :class:`capt.book.Settings` a notebook runs with under ``profile`` (its defaults + the profile)."""
+    from .book import Settings
+
+    data = load_profile(profile) if not isinstance(profile, dict) else profile
+    params = {**notebook_defaults(notebook), **parameters_for(data, notebook, overrides)}
+    return Settings.from_namespace(params)
+
+
 def parameters_for(profile: dict, notebook: str | Path, overrides: dict | None = None) -> dict:
     """The profile's parameters that ``notebook`` declares in its parameters cell (others are dropped)."""
     import papermill as pm

@@ -1,0 +1,80 @@
+"""Each experiment's plan: the training runs and evaluations it needs, as data.
+
+A notebook calls ``exp.run_jobs(plans.NAME(S))``; the sweep runner expands a whole profile through the
+same functions, so what a sweep computes is exactly what the notebooks later read from the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .attacks import AttackSpec
+from .experiments import RunSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    """Evaluate ``run`` (training it first if needed) on ``datasets`` under ``attacks``."""
+
+    run: RunSpec
+    datasets: tuple
+    attacks: tuple
+    max_n: int | None = None
+    tags: tuple = ()  # (("part", "sweep"), ...) columns added to the rows
+
+    @property
+    def key(self) -> tuple:
+        return (self.run.key, self.datasets, tuple(map(str, self.attacks)), self.max_n)
+
+
+def _jobs(runs, datasets, attacks, max_n, **tags) -> list[Job]:
+    return [Job(r, tuple(datasets), tuple(attacks), max_n, tuple(sorted(tags.items()))) for r in runs]
+
+
+def zeroshot_robustness(S) -> list[Job]:
+    return _jobs(S.runs(methods=["zeroshot"]), [S.source, *S.targets, *S.shifts],
+                 ["clean", *[S.pgd(eps=e) for e in S.eps_list]], S.max_n)
+
+
+def in_distribution(S) -> list[Job]:
+    return [j for d in S.datasets for j in _jobs(S.runs(source=d), [d], S.attacks(), S.max_n)]
+
+
+def distribution_shift(S) -> list[Job]:
+    return _jobs(S.runs(), [S.source, *S.shifts], S.attacks(), S.max_n)
+
+
+def cross_dataset(S) -> list[Job]:
+    return _jobs(S.runs(), [S.source, *S.targets], S.attacks(), S.max_n)
+
+
+def base_to_new(S) -> list[Job]:
+    return [j for d in S.datasets
+            for j in _jobs(S.runs(source=f"{d}[base]"), [f"{d}[base]", f"{d}[new]"], S.attacks(), S.max_n)]
+
+
+def ablations(S) -> list[Job]:
+    return [Job(run, (S.source, *S.targets), tuple(S.attacks()), S.max_n,
+                (("group", group), ("variant", label))) for group, label, run in S.ablation_runs()]
+
+
+def attack_strength(S) -> list[Job]:
+    runs = S.runs()
+    strong = ["clean", AttackSpec("noise", eps=S.eval_eps), S.pgd(),
+              AttackSpec("cw_pgd", eps=S.eval_eps, steps=S.pgd_steps),
+              AttackSpec("apgd", eps=S.eval_eps, steps=S.pgd_steps), AttackSpec("autoattack", eps=S.eval_eps)]
+    return (_jobs(runs, [S.source], ["clean", *[S.pgd(eps=e) for e in S.eps_list]], S.max_n, part="eps")
+            + _jobs(runs, [S.source], [S.pgd(steps=k) for k in S.steps_list], S.max_n, part="steps")
+            + _jobs(runs, [S.source], strong, S.aa_n, part="strong"))
+
+
+# notebook name -> its plan (the sweep runner's map from a profile to jobs)
+PLANS = {
+    "01_zeroshot_robustness": zeroshot_robustness,
+    "02_in_distribution": in_distribution,
+    "03_distribution_shift": distribution_shift,
+    "04_cross_dataset": cross_dataset,
+    "05_base_to_new": base_to_new,
+    "06_ablations": ablations,
+    "07_attack_strength": attack_strength,
+}
