@@ -1,0 +1,137 @@
+"""The mini tokenizer, the mini CLIP config and the committed checkpoint (tied to its report)."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from capt.data import load_dataset
+from capt.mini_model import (DEFAULT_CHECKPOINT, DEFAULT_REPORT, EOT, MODEL_CONFIG, MiniCheckpointError,
+                             MiniTokenizer, build_mini, count_parameters, default_vocab, load_mini)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return load_mini()
+
+
+@pytest.fixture(scope="module")
+def report():
+    return json.loads(DEFAULT_REPORT.read_text())
+
+
+# -- tokenizer ---------------------------------------------------------------------------------
+def test_vocab_is_deterministic_and_eot_is_highest():
+    v = default_vocab()
+    assert v == default_vocab()
+    tok = MiniTokenizer()
+    assert tok.vocab[-1] == EOT and tok.eot_id == len(tok.vocab) - 1 == max(tok.index.values())
+    assert tok.pad_id == 0 and "X" in tok.vocab and "." in tok.vocab and "," in tok.vocab
+
+
+def test_one_token_per_word_and_padding():
+    tok = MiniTokenizer()
+    for w in tok.vocab[3:-1]:
+        assert tok.encode(w) == [tok.index[w]]
+    ids = tok(["a photo of a red circle.", "X X large star"], context_length=12)
+    assert ids.shape == (2, 12) and ids.dtype == torch.long
+    assert ids[0].tolist() == [tok.sot_id] + [tok.index[w] for w in "a photo of a red circle .".split()] \
+        + [tok.eot_id] + [0] * 3
+    assert ids[1, :6].tolist() == [tok.sot_id, tok.index["X"], tok.index["X"], tok.index["large"],
+                                   tok.index["star"], tok.eot_id]
+    assert int(ids[0].argmax()) == 8  # argmax pooling finds EOT
+    assert tok("a photo").shape == (1, tok.context_length)
+
+
+def test_unknown_words_truncation_and_case():
+    tok = MiniTokenizer()
+    ids = tok("A Zebra, on the LEFT.")[0].tolist()
+    assert ids[:8] == [tok.sot_id, tok.index["a"], tok.unk_id, tok.index[","], tok.index["on"],
+                       tok.index["the"], tok.index["left"], tok.index["."]]
+    long = tok(" ".join(["red"] * 50), context_length=8)[0]
+    assert long.tolist() == [tok.sot_id] + [tok.index["red"]] * 6 + [tok.eot_id]
+    with pytest.raises(ValueError):
+        MiniTokenizer(["a", "b"])
+
+
+# -- model ---------------------------------------------------------------------------------------
+def test_config_is_a_standard_open_clip_vit():
+    from open_clip.model import CLIP
+
+    assert MODEL_CONFIG["vision_cfg"]["layers"] >= 4 and MODEL_CONFIG["text_cfg"]["layers"] >= 4
+    m = build_mini(vocab_size=len(default_vocab()))
+    assert isinstance(m, CLIP) and m.text_pool_type == "argmax"
+    assert m.token_embedding.num_embeddings == len(default_vocab())
+
+
+def test_checkpoint_sha256_matches_report(report):
+    data = DEFAULT_CHECKPOINT.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == report["sha256"]
+    assert len(data) < 10_000_000
+
+
+def test_load_mini(mini, report):
+    model, tok = mini["model"], mini["tokenizer"]
+    assert mini["image_size"] == 32 and len(mini["mean"]) == 3 and len(mini["std"]) == 3
+    assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    assert count_parameters(model) == report["parameters"]
+    assert tok.context_length == model.context_length
+    feats = model.encode_text(tok(["a photo of a red circle.", "X X red circle."]), normalize=True)
+    assert feats.shape == (2, MODEL_CONFIG["embed_dim"]) and torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("name", ["mini_source", "mini_shape"])
+def test_golden_zero_shot_accuracy_matches_report(mini, report, name):
+    model, tok = mini["model"], mini["tokenizer"]
+    golden = report["report"]["golden"][name]
+    ds = load_dataset(name, "test")
+    n = golden["n"]
+    mean = torch.tensor(mini["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(mini["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        text = model.encode_text(tok([ds.templates[0].format(c) for c in ds.classnames]), normalize=True)
+        x = torch.stack([ds[i][0] for i in range(n)])
+        y = torch.tensor([ds[i][1] for i in range(n)])
+        img = model.encode_image((x - mean) / std, normalize=True)
+        acc = ((img @ text.T).argmax(1) == y).float().mean().item()
+    assert abs(acc - golden["acc"]) <= 0.01 + 1e-9, (acc, golden["acc"])
+    assert acc > 3.0 / len(ds.classnames)
+
+
+def test_missing_or_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(MiniCheckpointError, match="pretrain_mini.py") as e:
+        load_mini(missing)
+    assert str(missing) in str(e.value)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(MiniCheckpointError, match="pretrain_mini.py") as e:
+        load_mini(bad)
+    assert str(bad) in str(e.value)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:100_000])
+    with pytest.raises(MiniCheckpointError, match="cut.pt"):
+        load_mini(cut)
+
+
+def test_checkpoint_with_wrong_contents(tmp_path):
+    blob = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    del blob["state_dict"]["positional_embedding"]
+    path = tmp_path / "partial.pt"
+    torch.save(blob, path)
+    with pytest.raises(MiniCheckpointError, match="partial.pt"):
+        load_mini(path)
+
+
+def test_loaded_model_scores_are_consistent(mini):
+    """open_clip's own logits equal the normalised dot product the evaluators use."""
+    model, tok = mini["model"], mini["tokenizer"]
+    x = torch.rand(2, 3, 32, 32)
+    text = tok(["a photo of a red circle.", "a photo of a blue star."])
+    with torch.no_grad():
+        logits, _ = model.get_logits(x, text)
+        ref = model.logit_scale.exp() * F.normalize(model.encode_image(x), dim=-1) @ \
+            F.normalize(model.encode_text(text), dim=-1).T
+    assert torch.allclose(logits, ref, atol=1e-5)
