@@ -269,3 +269,20 @@ def masking_checks(strong: pd.DataFrame, sweep: pd.DataFrame, noise_margin: floa
                   f"robust accuracy {'falls' if monotone else 'does NOT fall'} monotonically with eps"]
         lines.append(f"{method}: " + "; ".join(c for c in checks if c))
     return "\n".join(lines)
+
+
+def competence_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Zero-shot clean and robust accuracy per dataset beside its chance level (1 / number of classes)."""
+    from .data import get_spec, load_dataset
+
+    out = []
+    for name, g in rows.groupby("dataset", sort=False):
+        ref = as_ref(name)
+        n_classes = len(load_dataset(ref.name, get_spec(ref.name).splits[-1]).classnames)
+        entry = {"dataset": name, "role": g["role"].iloc[0], "classes": n_classes, "chance": 100.0 / n_classes,
+                 "clean": g.loc[g["attack"] == "clean", "accuracy"].mean()}
+        for _, r in g[g["attack"] != "clean"].iterrows():
+            entry[f"PGD {r['eps'] * 255:.0f}/255"] = r["accuracy"]
+        out.append(entry)
+    return pd.DataFrame(out).set_index("dataset").round(1)
+

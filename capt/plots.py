@@ -124,3 +124,24 @@ def ablation_bars(rows: pd.DataFrame, source: str):
             ax.legend(frameon=False, fontsize="x-small")
     fig.tight_layout()
     return fig
+
+
+def examples(datasets, per_row: int = 8, split: str = "test"):
+    """A grid of the first images of each dataset (one row each), titled with their class names."""
+    from .data import load_dataset
+
+    style()
+    names = list(datasets)
+    fig, axes = plt.subplots(len(names), per_row, figsize=(1.25 * per_row, 1.45 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        ds = load_dataset(name, split)
+        step = max(1, len(ds) // per_row)
+        for ax, i in zip(row, range(0, step * per_row, step)):
+            x, y = ds[i]
+            ax.imshow(x.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_title(ds.classnames[y], fontsize=6.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
