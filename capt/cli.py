@@ -3,6 +3,7 @@
     capt run PROFILE [--only NB ...] [--output-dir DIR] [--set KEY=YAML ...]   execute the book's notebooks
     capt book [--profile mini] [--no-run]                                       run them, then build the HTML book
     capt data list|status|prepare ...                                           the real datasets
+    capt sweep PROFILE [--engine local|slurm|debug] [--workers N] ...           every run of a profile, in parallel
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def _book(args) -> int:
     return rc
 
 
+def _sweep(args) -> int:
+    from .sweep import sweep
+
+    report = sweep(args.profile, only=args.only, overrides=_overrides(args.set), engine=args.engine,
+                   workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                   retries=args.retries, partition=args.partition, timeout_min=args.timeout_min, mem_gb=args.mem_gb,
+                   log_dir=args.log_dir, dry_run=args.dry_run)
+    for o in report.failed:
+        print(f"capt: run {o.task.name} failed after {o.attempts} attempts; logs: {report.folder}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["data"]:
@@ -71,6 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
     b.set_defaults(func=_book)
     sub.add_parser("data", help="datasets: list, status, prepare (see `capt data -h`)")
+    w = sub.add_parser("sweep", help="train and evaluate every run of a profile in parallel (submitit: local "
+                                     "workers or SLURM), filling the results store the notebooks read")
+    w.add_argument("profile", help="profile name in profiles/ (mini, ci, paper) or a .yaml path")
+    w.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="only the runs of these notebooks (default: all)")
+    w.add_argument("--engine", default="local", choices=["local", "slurm", "debug"],
+                   help="local: workers on this machine (one per visible GPU, else CPU workers); slurm: a job "
+                        "array; debug: one after the other in this process (default: local)")
+    w.add_argument("--workers", type=int, help="local: number of workers (default: visible GPUs / "
+                                               "gpus-per-worker, else half the CPU cores); slurm: most jobs at once")
+    w.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker or SLURM job (default: 1)")
+    w.add_argument("--cpus-per-worker", type=int, help="CPU threads per worker (local default: cores / workers; "
+                                                       "SLURM default: 8)")
+    w.add_argument("--retries", type=int, default=2, help="resubmit a failed run at most this many times (default: 2)")
+    w.add_argument("--partition", help="SLURM partition")
+    w.add_argument("--timeout-min", type=int, help="time limit per run in minutes (SLURM default: 720; a run that "
+                                                   "hits it is requeued and resumes from its checkpoint)")
+    w.add_argument("--mem-gb", type=float, help="SLURM memory per job in GB")
+    w.add_argument("--log-dir", help="submitit's job files and logs (default: OUT_DIR/sweep; on SLURM it must be "
+                                     "on a shared file system)")
+    w.add_argument("--dry-run", action="store_true", help="count the runs and what is left to do; submit nothing")
+    w.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    w.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
