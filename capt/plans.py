@@ -70,6 +70,7 @@ def attack_strength(S) -> list[Job]:
 
 # notebook name -> its plan (the sweep runner's map from a profile to jobs)
 PLANS = {
+    "00_mini_world": zeroshot_robustness,
     "01_zeroshot_robustness": zeroshot_robustness,
     "02_in_distribution": in_distribution,
     "03_distribution_shift": distribution_shift,
