@@ -1,0 +1,273 @@
+"""Performance benchmark of capt's attack, training and evaluation paths (CPU or GPU).
+
+    python benchmarks/bench.py [--model mini|ViT-B-32] [--repeats N] [--steps K] [--batch B] [--out FILE.csv/md]
+
+Measures, on one model and one batch (B images):
+
+1. ``pgd_vs_passes``: capt's PGD-K time vs K image-tower forward+backward passes w.r.t. the input
+   (text features fixed): ratio, ideally close to 1.
+2. ``pgd_vs_torchattacks``: capt's PGD-K vs torchattacks' PGD driving the PromptedCLIP itself
+   (``cache_text=False``, text features recomputed every step): speed-up, plus robust accuracy of both.
+3. ``train_step`` (``--train``, on by default): one CAPT training step vs one AdvMaPLe step, timed with
+   :func:`capt.train.train` on a dataset of exactly ``--train-batches`` batches (the teacher's logits,
+   precomputed once per run, are timed separately), and training throughput.
+4. ``eval``: evaluation throughput (clean, and PGD-K) through :func:`capt.evaluate.evaluate`.
+
+Timed quantities are interleaved (A, B, C, A, B, C, ...) and reported as medians over ``--repeats``, so
+ratios stay meaningful on a shared machine. One untimed warm-up round runs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import capt
+from capt.attacks import AttackSpec, make_attack, pgd
+from capt.evaluate import evaluate
+from capt.train import TrainConfig, seed_everything, teacher_logits, train
+
+MINI_CLASSES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "moon", "arrow", "bar")
+
+
+class TensorSet(torch.utils.data.Dataset):
+    """A minimal in-memory labelled dataset (what ``train`` and ``evaluate`` need)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classnames, name: str = "bench"):
+        self.images, self.labels, self.classnames, self.name = images, labels, list(classnames), name
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+    def subset(self, idx):
+        return TensorSet(self.images[idx], self.labels[idx], self.classnames, self.name)
+
+
+def _timed(fn) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time every callable ``repeats`` times, alternating between them; returns the raw times."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn))
+    return times
+
+
+def build(model_name: str, batch: int, seed: int = 0, device: str = "cpu", n_images: int | None = None):
+    """(PromptedCLIP with MaPLe prompts, dataset of ``n_images``, classnames). The mini model gets mini-world
+    images with their shape labels; other models get random images labelled by the model's own clean
+    predictions (random-init weights have no meaningful labels), so clean accuracy is 100% by construction."""
+    if model_name == "mini":
+        bundle = capt.load_clip("mini", device=device)
+        classnames = MINI_CLASSES
+    else:
+        bundle = capt.load_clip(model_name, pretrained=None, device=device)
+        classnames = [f"class {i}" for i in range(10)]
+    torch.manual_seed(seed)
+    m = bundle.model
+    layers = min(len(m.visual.transformer.resblocks), len(getattr(m, "text", m).transformer.resblocks))
+    model = capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers)).eval()
+    size = bundle.image_size if isinstance(bundle.image_size, int) else bundle.image_size[0]
+    n = n_images or batch
+    if model_name == "mini":
+        from capt.data import miniworld
+
+        attrs = miniworld.sample_attributes(np.random.default_rng(seed), n)
+        images = torch.from_numpy(miniworld.render(attrs, seed)).float().div(255)
+        labels = torch.from_numpy(attrs["shape"]).long()
+    else:
+        images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            labels = torch.cat([model(images[i:i + batch].to(device)).argmax(1).cpu()
+                                for i in range(0, n, batch)])
+    return model, TensorSet(images, labels, classnames, name=f"bench-{model_name}"), classnames
+
+
+@torch.no_grad()
+def _accuracy(model, x, y, text_features) -> float:
+    return 100.0 * float((model.logits_from_features(model.encode_image(x), text_features).argmax(1) == y)
+                         .float().mean())
+
+
+def bench_attacks(model, x, y, steps: int = 10, eps: float = 1 / 255, repeats: int = 5, seed: int = 0) -> list[dict]:
+    """Rows for measurements 1 and 2 on one batch ``(x, y)``."""
+    with torch.no_grad():
+        tf = model.encode_text().detach()
+
+    def capt_pgd():
+        return pgd(model, x, y, eps=eps, steps=steps, text_features=tf,
+                   generator=torch.Generator().manual_seed(seed))
+
+    def k_passes():  # K x (image-tower forward + backward w.r.t. the input, text features fixed)
+        for _ in range(steps):
+            xi = x.detach().clone().requires_grad_(True)
+            logits = model.logits_from_features(model.encode_image(xi), tf)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), xi)
+
+    ta = make_attack(AttackSpec("ta_pgd", eps=eps, steps=steps), model, seed=seed, cache_text=False)
+
+    def ta_pgd():
+        return ta(x, y)
+
+    t = interleaved({"capt_pgd": capt_pgd, "k_passes": k_passes, "ta_pgd": ta_pgd}, repeats)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    acc_clean = _accuracy(model, x, y, tf)
+    acc_capt = _accuracy(model, capt_pgd(), y, tf)
+    acc_ta = _accuracy(model, ta_pgd(), y, tf)
+    B = len(x)
+    common = {"batch": B, "steps": steps, "eps": eps, "repeats": repeats}
+    return [
+        {**common, "measure": "pgd_vs_passes", "a": f"capt PGD-{steps}", "a_s": med["capt_pgd"],
+         "b": f"{steps} x image fwd+bwd", "b_s": med["k_passes"], "ratio": med["capt_pgd"] / med["k_passes"],
+         "target": "<= 1.15", "note": ""},
+        {**common, "measure": "pgd_vs_torchattacks", "a": f"torchattacks PGD-{steps} (cache_text=False)",
+         "a_s": med["ta_pgd"], "b": f"capt PGD-{steps}", "b_s": med["capt_pgd"],
+         "ratio": med["ta_pgd"] / med["capt_pgd"], "target": ">= 1.3 (speed-up)",
+         "note": f"accuracy % clean {acc_clean:.1f}, capt PGD {acc_capt:.1f}, torchattacks PGD {acc_ta:.1f}",
+         "acc_clean": acc_clean, "acc_capt_pgd": acc_capt, "acc_ta_pgd": acc_ta},
+    ]
+
+
+def _train_seconds(model, dataset, method: str, config: TrainConfig, init_state) -> dict:
+    model.load_prompt_state_dict(init_state)
+    seed_everything(config.seed)
+    t0 = time.perf_counter()
+    result = train(model, dataset, method, config, progress=False)
+    wall = time.perf_counter() - t0
+    model.load_prompt_state_dict(init_state)
+    steps = result.history["seconds"]
+    return {"step_s": float(steps.median()), "loop_s": float(steps.sum()), "wall_s": wall, "n_steps": len(steps)}
+
+
+def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, attack_steps: int = 2) -> list[dict]:
+    """Rows for measurement 3 (CAPT vs AdvMaPLe step) and training throughput (measurement 4)."""
+    data = dataset.subset(list(range(batch * n_batches)))
+    config = TrainConfig(epochs=1, batch_size=batch, steps=attack_steps, warmup_epochs=0,
+                         checkpoint_every=10**9, amp=False)
+    init = model.prompt_state_dict()
+    raw = {"capt": [], "advmaple": []}
+    fns = {m: (lambda m=m: raw[m].append(_train_seconds(model, data, m, config, init))) for m in raw}
+    interleaved(fns, repeats, warmup=0)
+    # The first round is the warm-up (allocator, autograd graph caches): drop it when there are enough rounds.
+    rounds = {m: (v[1:] if len(v) > 2 else v) for m, v in raw.items()}
+    per_step = {m: statistics.median(r["loop_s"] / r["n_steps"] for r in v) for m, v in rounds.items()}
+    wall = {m: statistics.median(r["wall_s"] for r in v) for m, v in rounds.items()}
+    teacher = statistics.median(interleaved({"t": lambda: teacher_logits(model, data, amp=False)},
+                                            max(3, repeats), warmup=1)["t"])
+    n = len(data)
+    common = {"batch": batch, "steps": attack_steps, "eps": config.eps, "repeats": len(rounds["capt"])}
+    return [
+        {**common, "measure": "train_step", "a": "CAPT step", "a_s": per_step["capt"], "b": "AdvMaPLe step",
+         "b_s": per_step["advmaple"], "ratio": per_step["capt"] / per_step["advmaple"], "target": "<= 1.3",
+         "note": (f"train PGD-{attack_steps}; mean step time of a {n_batches}-step run, median over runs; teacher logits for "
+                  f"{n} images precomputed once per run: {teacher:.3f} s (excluded); whole train() call "
+                  f"CAPT {wall['capt']:.2f} s vs AdvMaPLe {wall['advmaple']:.2f} s")},
+        {**common, "measure": "train_throughput", "a": "CAPT images/s", "a_s": n / (per_step["capt"] * n_batches),
+         "b": "AdvMaPLe images/s", "b_s": n / (per_step["advmaple"] * n_batches), "ratio": float("nan"),
+         "target": "", "note": "a_s/b_s are images per second (training loop, teacher precompute excluded)"},
+    ]
+
+
+def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3) -> list[dict]:
+    """Evaluation throughput (images/s) through :func:`capt.evaluate.evaluate`: clean, and PGD-K."""
+    times = {"clean": [], "pgd": []}
+    fns = {a: (lambda a=a: times[a].append(float(evaluate(model, dataset, [a], steps=steps, batch_size=batch,
+                                                          progress=False, amp=False)["seconds"].iloc[0])))
+           for a in times}
+    interleaved(fns, repeats, warmup=0)
+    n = len(dataset)
+    med = {a: statistics.median(v[1:] if len(v) > 2 else v) for a, v in times.items()}
+    return [{"batch": batch, "steps": steps, "eps": 1 / 255, "repeats": repeats, "measure": "eval_throughput",
+             "a": "clean images/s", "a_s": n / med["clean"], "b": f"PGD-{steps} images/s", "b_s": n / med["pgd"],
+             "ratio": float("nan"), "target": "", "note": f"{n} images; a_s/b_s are images per second"}]
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads, "gpu": gpu,
+            "python": platform.python_version()}
+
+
+def to_markdown(rows: list[dict], model_name: str, info: dict) -> str:
+    head = (f"Model `{model_name}`; CPU {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
+            f"{info['threads']} thread(s), GPU: {info['gpu']}.\n\n"
+            "| measure | A | A (s or img/s) | B | B (s or img/s) | A/B | target | note |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        ratio = "" if r["ratio"] != r["ratio"] else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['measure']} | {r['a']} | {r['a_s']:.3f} | {r['b']} | {r['b_s']:.3f} | {ratio} | "
+                     f"{r['target']} | {r['note']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mini", help="mini or an open_clip ViT name (random init), e.g. ViT-B-32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10, help="K of the PGD-K attack benchmark")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-batches", type=int, default=4)
+    p.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation-throughput benchmark")
+    p.add_argument("--out", default=None, help="write the rows to FILE.csv or a markdown table to FILE.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    info = machine_info(torch.get_num_threads())
+    n_images = args.batch * max(args.train_batches, 1 if args.no_train else 0, 4)
+    model, data, _ = build(args.model, args.batch, n_images=n_images)
+    x, y = data.images[:args.batch], data.labels[:args.batch]
+    rows = bench_attacks(model, x, y, steps=args.steps, repeats=args.repeats)
+    if not args.no_train:
+        rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats)
+    if not args.no_eval:
+        rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats)
+    for r in rows:
+        r.update(model=args.model, **info)
+    md = to_markdown(rows, args.model, info)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".csv":
+            import pandas as pd
+
+            pd.DataFrame(rows).to_csv(out, index=False)
+        else:
+            out.write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Smoke run of the benchmark functions with the tiny model: they run and return sane positive numbers.
+
+No timing assertions: only that every figure is finite and positive and accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import capt
+from conftest import make_tiny_clip
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("capt_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(bench):
+    classnames = ["cat", "dog", "car", "tree", "boat"]
+    torch.manual_seed(0)
+    model = capt.PromptedCLIP(make_tiny_clip(), classnames, prompt="maple", n_ctx=2, depth=2).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 32, 32, generator=g)
+    labels = torch.randint(0, len(classnames), (8,), generator=g)
+    return model, bench.TensorSet(images, labels, classnames, name="tiny")
+
+
+def _sane(rows):
+    assert rows
+    for r in rows:
+        assert r["a_s"] > 0 and math.isfinite(r["a_s"])
+        assert r["b_s"] > 0 and math.isfinite(r["b_s"])
+        assert math.isnan(r["ratio"]) or (r["ratio"] > 0 and math.isfinite(r["ratio"]))
+
+
+def test_bench_attacks(bench, setup):
+    model, data = setup
+    rows = bench.bench_attacks(model, data.images[:4], data.labels[:4], steps=2, repeats=1)
+    _sane(rows)
+    assert {r["measure"] for r in rows} == {"pgd_vs_passes", "pgd_vs_torchattacks"}
+    acc = rows[1]
+    for k in ("acc_clean", "acc_capt_pgd", "acc_ta_pgd"):
+        assert 0 <= acc[k] <= 100
+
+
+def test_bench_train_and_eval(bench, setup):
+    model, data = setup
+    before = model.prompt_state_dict()
+    rows = bench.bench_train(model, data, batch=4, n_batches=2, repeats=1, attack_steps=1)
+    rows += bench.bench_eval(model, data, steps=1, batch=4, repeats=1)
+    _sane(rows)
+    after = model.prompt_state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the benchmark leaves the prompts as it found them
+    md = bench.to_markdown(rows, "tiny", bench.machine_info(1))
+    assert "train_step" in md and "eval_throughput" in md
