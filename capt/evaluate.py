@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterable, Sequence
 
@@ -25,6 +26,11 @@ def as_attack_spec(a, eps: float | None = None, steps: int | None = None) -> Att
             kw["steps"] = steps
         return AttackSpec(a, **kw)
     if isinstance(a, dict):
+        valid = [f.name for f in dataclasses.fields(AttackSpec)]
+        unknown = sorted(set(a) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown attack field(s) {', '.join(map(repr, unknown))} in {a!r}; "
+                             f"valid choices: {', '.join(valid)}")
         return AttackSpec(**a)
     raise ValueError(f"an attack must be a name, a dict or an AttackSpec, got {a!r}")
 
@@ -59,7 +65,7 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         text_features = model.encode_text()
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
     rows = []
     for spec in specs:

@@ -198,7 +198,7 @@ class Experiment:
     def run(self, runs: Iterable[RunSpec], datasets: Iterable, attacks: Iterable, max_n: int | None = None,
             eval_seed: int = 0) -> pd.DataFrame:
         runs = list(runs)
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
         parts = [self.evaluate(r, datasets, attacks, max_n, eval_seed)
                  for r in tqdm(runs, desc="runs", disable=not self.progress)]
@@ -208,7 +208,7 @@ class Experiment:
     def run_jobs(self, jobs) -> pd.DataFrame:
         """Rows of every :class:`capt.plans.Job` (each run trained once), with the jobs' tags as columns."""
         jobs = list(jobs)
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
         parts = []
         for job in tqdm(jobs, desc="jobs", disable=not self.progress):

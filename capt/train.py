@@ -199,7 +199,7 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
     if objective.needs_frozen and step < total:
         frozen_all = teacher_logits(model, dataset, device=device, amp=config.amp)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
     bar = tqdm(total=total, initial=step, desc=f"train {method.name}", disable=not progress, leave=False)
     model.train()

@@ -264,7 +264,7 @@ def _transfer(url, part: Path, offset: int, reject_html: bool, timeout, progress
         with open(part, "ab" if resumed else "wb") as out:
             if progress:
                 try:
-                    from tqdm.auto import tqdm
+                    from tqdm import tqdm
 
                     bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                                desc=part.name[:-5], leave=False)
