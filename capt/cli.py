@@ -23,7 +23,18 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = p.partition("=")
         if not sep or not key:
             raise SystemExit(f"capt: --set takes KEY=VALUE (VALUE in YAML, e.g. seeds=[1,2]), got {p!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"capt: --set {key.strip()}: {value!r} is not valid YAML "
+                             f"({' '.join(str(exc).split())})") from None
+    if out:  # a misspelt name would otherwise be dropped silently and the defaults run
+        from .profiles import notebook_defaults, notebook_names
+
+        known = set().union(*(notebook_defaults(n) for n in notebook_names()))
+        unknown = sorted(set(out) - known)
+        if unknown:
+            raise SystemExit(f"capt: --set names unknown parameters {unknown}; valid choices: {', '.join(sorted(known))}")
     return out
 
 

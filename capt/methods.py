@@ -6,7 +6,7 @@ in the data below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from .objectives import Objective
 from .validation import check_choice
@@ -26,6 +26,11 @@ class Method:
 
     def with_objective(self, **changes) -> "Method":
         """A copy with some objective fields changed (``lam``, ``alpha``, ``ce_on``, ...): ablations."""
+        valid = [f.name for f in fields(Objective) if f.name != "extra"]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown objective setting(s) {', '.join(map(repr, unknown))} for method "
+                             f"{self.name!r}; valid choices: {', '.join(valid)}")
         return replace(self, objective=replace(self.objective, **changes))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,24 @@ def stable_key(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _owner_is_dead(lock: Path) -> bool:
+    """True when ``lock`` names a process of this host ("host:pid") that no longer exists."""
+    try:
+        host, _, pid = lock.read_text().strip().rpartition(":")
+        pid = int(pid)
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
 @contextmanager
 def _lock(path: Path, timeout: float = 600.0):
     lock = path.with_name(path.name + ".lock")
@@ -33,11 +52,12 @@ def _lock(path: Path, timeout: float = 600.0):
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
             break
         except FileExistsError:
-            # A lock older than the timeout was left by a killed writer: take it over.
+            # A lock left by a killed writer (its process is gone, or it is older than the timeout): take it over.
             try:
-                if time.time() - lock.stat().st_mtime > timeout:
+                if _owner_is_dead(lock) or time.time() - lock.stat().st_mtime > timeout:
                     lock.unlink(missing_ok=True)
                     continue
             except FileNotFoundError:
@@ -62,6 +82,11 @@ class ResultStore:
     def read(self) -> pd.DataFrame:
         if not self.path.exists():
             return pd.DataFrame()
+        with open(self.path, "rb") as fh:  # pandas would read a cut-off last row as a row of NaNs
+            fh.seek(max(0, self.path.stat().st_size - 1))
+            if fh.read(1) not in (b"\n", b""):
+                raise ValueError(f"results file {self.path} is truncated (it does not end with a complete row); "
+                                 "move it away to start a fresh store")
         try:
             return pd.read_csv(self.path)
         except Exception as exc:
@@ -72,6 +97,9 @@ class ResultStore:
         df = self.read()
         if df.empty:
             return set()
+        if not {"run_key", "eval_key"} <= set(df.columns):
+            raise ValueError(f"results file {self.path} has no run_key/eval_key columns: it is not a capt results "
+                             "store; move it away to start a fresh store")
         return set(zip(df["run_key"].astype(str), df["eval_key"].astype(str)))
 
     def done(self, run_key: str, eval_key: str) -> bool:
