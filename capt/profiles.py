@@ -8,6 +8,7 @@ A profile is a YAML file (``profiles/NAME.yaml``)::
     notebooks:           # per-notebook overrides
       02_in_distribution:
         shots: [1, 4, 16, all]
+    skip: [00_mini_world]  # notebooks this profile does not run
 
 ``run_profile`` executes each notebook with the parameters it declares (papermill injects them after its
 ``parameters`` cell), writing the executed copies to an output folder (the book reads them from there).
@@ -45,19 +46,21 @@ def load_profile(profile: str | Path) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"profile {path} is not valid YAML: {exc}") from None
-    unknown = set(data) - {"description", "parameters", "notebooks"}
+    unknown = set(data) - {"description", "parameters", "notebooks", "skip"}
     if unknown or not isinstance(data.get("parameters", {}), dict) or not isinstance(data.get("notebooks", {}), dict):
         raise ValueError(f"profile {path} must hold 'description', 'parameters' (a mapping) and 'notebooks' "
                          f"(a mapping of notebook name to parameters); found keys {sorted(data)}")
     known = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
-    bad = set(data.get("notebooks", {})) - known
+    bad = (set(data.get("notebooks", {})) | set(data.get("skip", []))) - known
     if bad:
         raise ValueError(f"profile {path} names unknown notebooks {sorted(bad)}; valid choices: {', '.join(sorted(known))}")
     return data
 
 
-def notebook_names() -> list[str]:
-    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+def notebook_names(profile: dict | None = None) -> list[str]:
+    """All notebooks, or those a loaded profile runs (its ``skip`` list left out)."""
+    skip = set((profile or {}).get("skip", []))
+    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem not in skip)
 
 
 _BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
@@ -128,7 +131,7 @@ def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str]
     import papermill as pm
 
     data = load_profile(profile)
-    names = notebook_names()
+    names = notebook_names(data)
     if only:
         only = list(only)
         bad = [n for n in only if n not in names]

@@ -125,7 +125,7 @@ def expand(profile: str | os.PathLike | dict, only: Iterable[str] | None = None,
     """Every task of ``profile`` (the notebooks in ``only``, or all): one per (results folder, run key),
     in the order the notebooks first ask for them."""
     data = load_profile(profile) if not isinstance(profile, dict) else profile
-    names = notebook_names()
+    names = notebook_names(data)
     if only:
         only = list(only)
         bad = [n for n in only if n not in names]
