@@ -113,6 +113,18 @@ def settings_for(profile: str | Path | dict, notebook: str, overrides: dict | No
     return Settings.from_namespace(params)
 
 
+def select_notebooks(profile: dict, only: Iterable[str] | None = None) -> list[str]:
+    """The notebooks a loaded profile runs, restricted to ``only`` (unknown names are an error)."""
+    names = notebook_names(profile)
+    if not only:
+        return names
+    only = list(only)
+    bad = [n for n in only if n not in names]
+    if bad:
+        raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
+    return [n for n in names if n in only]
+
+
 def parameters_for(profile: dict, notebook: str | Path, overrides: dict | None = None) -> dict:
     """The profile's parameters that ``notebook`` declares in its parameters cell (others are dropped)."""
     import papermill as pm
@@ -131,13 +143,7 @@ def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str]
     import papermill as pm
 
     data = load_profile(profile)
-    names = notebook_names(data)
-    if only:
-        only = list(only)
-        bad = [n for n in only if n not in names]
-        if bad:
-            raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
-        names = [n for n in names if n in only]
+    names = select_notebooks(data, only)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

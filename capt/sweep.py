@@ -40,7 +40,8 @@ from submitit.helpers import Checkpointable
 from .book import Settings
 from .experiments import Experiment, RunSpec
 from .plans import PLANS, Job
-from .profiles import NOTEBOOKS, load_profile, notebook_defaults, notebook_names, parameters_for
+from .profiles import (NOTEBOOKS, load_profile, notebook_defaults, notebook_names, parameters_for,
+                       select_notebooks)
 from .results import ResultStore
 from .validation import check_choice, check_number
 
@@ -125,17 +126,12 @@ def expand(profile: str | os.PathLike | dict, only: Iterable[str] | None = None,
     """Every task of ``profile`` (the notebooks in ``only``, or all): one per (results folder, run key),
     in the order the notebooks first ask for them."""
     data = load_profile(profile) if not isinstance(profile, dict) else profile
-    names = notebook_names(data)
+    names = select_notebooks(data, only)
     if only:
-        only = list(only)
-        bad = [n for n in only if n not in names]
-        if bad:
-            raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
         planless = [n for n in only if n not in PLANS]
         if planless:
             raise ValueError(f"notebooks {planless} train and evaluate nothing (no plan in capt.plans.PLANS); "
-                             f"notebooks with runs: {', '.join(n for n in names if n in PLANS)}")
-        names = [n for n in names if n in only]
+                             f"notebooks with runs: {', '.join(n for n in notebook_names(data) if n in PLANS)}")
     names = [n for n in names if n in PLANS]  # the others (e.g. a tour of the data) have no runs
     groups: dict[tuple, dict] = {}
     for nb in names:
