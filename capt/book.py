@@ -57,7 +57,7 @@ class Settings:
     datasets: Sequence[str] = ("mini_source", "mini_shape")  # in-distribution and base-to-new tasks
     eps_list: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack-strength sweeps
     steps_list: Sequence[int] = (1, 3, 10, 30)
-    aa_n: int = 100  # AutoAttack's fixed subset
+    aa_n: int = 64  # AutoAttack's fixed subset
     ablations: Sequence[str] = ("alpha strategy", "lambda", "CE on", "prompt depth", "context length",
                                 "frozen teacher")
     progress: bool = False

@@ -137,6 +137,12 @@ def parameters_for(profile: dict, notebook: str | Path, overrides: dict | None =
     return {k: v for k, v in merged.items() if k in declared}
 
 
+def injected_parameters(profile: dict, notebook: str, overrides: dict | None = None) -> dict:
+    """Every parameter, the notebook's defaults included: papermill then always replaces the cell it
+    injected in an earlier execution (the committed notebooks carry the ci profile's)."""
+    return {**notebook_defaults(notebook), **parameters_for(profile, notebook, overrides)}
+
+
 def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str] | None = None,
                 overrides: dict | None = None, kernel: str = "python3", log=print) -> list[Path]:
     """Execute the notebooks of ``profile`` into ``output_dir`` (the same name per notebook)."""
@@ -148,7 +154,7 @@ def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, name in enumerate(names, 1):
-        params = parameters_for(data, name, overrides)
+        params = injected_parameters(data, name, overrides)
         log(f"[{i}/{len(names)}] {name} ({Path(profile).stem} profile)")
         t0 = time.perf_counter()
         target = out / f"{name}.ipynb"
