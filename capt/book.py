@@ -170,12 +170,11 @@ class Settings:
 def mean_std(rows: pd.DataFrame, index: Sequence[str], columns: Sequence[str], value: str = "accuracy",
              decimals: int = 1) -> pd.DataFrame:
     """A pivot table of ``mean ± std`` over seeds (std over the seeds present; 0 for one seed)."""
+    from .evaluate import summarize
+
     index, columns = list(index), list(columns)
-    g = rows.groupby(index + columns, dropna=False)[value]
-    stats = g.agg(["mean", "std"]).reset_index()
-    stats["std"] = stats["std"].fillna(0.0)
-    stats["cell"] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(stats["mean"], stats["std"])]
-    table = stats.pivot_table(index=index, columns=columns, values="cell", aggfunc="first")
+    stats = summarize(rows, by=index + columns, value=value, decimals=decimals)
+    table = stats.pivot_table(index=index, columns=columns, values="mean ± std", aggfunc="first")
     return _order_methods(table)
 
 

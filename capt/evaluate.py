@@ -92,11 +92,11 @@ def accuracy(model, dataset, batch_size: int = 256) -> float:
 
 
 def summarize(rows: pd.DataFrame, by: Sequence[str] = ("dataset", "method", "shots", "attack", "eps"),
-              value: str = "accuracy") -> pd.DataFrame:
+              value: str = "accuracy", decimals: int = 1) -> pd.DataFrame:
     """Mean, std and count over seeds of ``value`` per group, plus a ``mean ± std`` text column."""
     by = [b for b in by if b in rows.columns]
     g = rows.groupby(by, dropna=False)[value]
     out = g.agg(["mean", "std", "count"]).reset_index()
     out["std"] = out["std"].fillna(0.0)
-    out["mean ± std"] = [f"{m:.1f} ± {s:.1f}" for m, s in zip(out["mean"], out["std"])]
+    out["mean ± std"] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(out["mean"], out["std"])]
     return out
