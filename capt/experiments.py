@@ -85,8 +85,13 @@ class RunSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "source", as_ref(self.source))
-        object.__setattr__(self, "objective", tuple(sorted(dict(self.objective).items())))
-        get_method(self.method, **dict(self.objective))
+        overrides = dict(self.objective)
+        get_method(self.method, **overrides)  # unknown or invalid settings fail here, named
+        # An override equal to the method's own setting changes nothing: drop it, so the same training
+        # has one key (an ablation's default variant reuses the main experiment's run).
+        default = get_method(self.method).objective
+        object.__setattr__(self, "objective", tuple(sorted((k, v) for k, v in overrides.items()
+                                                           if getattr(default, k) != v)))
         object.__setattr__(self, "shots", validate_shots(self.shots))
         check_number("seed", self.seed, low=0, integer=True)
         check_number("n_ctx", self.n_ctx, low=1, integer=True)

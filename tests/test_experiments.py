@@ -59,6 +59,20 @@ def test_store_drops_duplicates_and_never_half_writes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temp or lock file left
 
 
+def test_objective_overrides_equal_to_the_method_default_share_its_key():
+    base = E.RunSpec("capt", "mini_source")
+    assert E.RunSpec("capt", "mini_source", objective={"alpha": "frozen_confidence", "lam": 1.5}).key == base.key
+    changed = E.RunSpec("capt", "mini_source", objective={"lam": 1.5, "ce_on": "adv"})
+    assert changed.objective == (("ce_on", "adv"),) and changed.key != base.key
+    # the main experiment's CAPT run is an ablation's default variant: one training, not several
+    S = Settings(seeds=[1], shots=[16], ablations=["alpha strategy", "lambda", "frozen teacher"])
+    main = {r.key for r in S.runs(methods=["capt"])}
+    defaults = {r.key for g, label, r in S.ablation_runs()
+                if (g, label) in {("alpha strategy", "frozen_confidence"), ("lambda", "1.5"),
+                                  ("frozen teacher", "with (adaptive alpha)")}}
+    assert defaults == main
+
+
 def test_stable_key_ignores_dict_order():
     assert stable_key({"a": 1, "b": [1, 2]}) == stable_key({"b": [1, 2], "a": 1})
 
