@@ -45,7 +45,7 @@ class Settings:
     n_ctx: int = 2
     depth: int = 3
     ctx_init: str | None = "a photo of a"
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 0.05
     train_eps: float = 4 / 255
@@ -53,7 +53,7 @@ class Settings:
     train_steps: int = 2
     eval_eps: float = 4 / 255
     pgd_steps: int = 10
-    max_n: int | None = 200
+    max_n: int | None = 100
     datasets: Sequence[str] = ("mini_source", "mini_shape")  # in-distribution and base-to-new tasks
     eps_list: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack-strength sweeps
     steps_list: Sequence[int] = (1, 3, 10, 30)
