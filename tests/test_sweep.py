@@ -28,9 +28,9 @@ ID_COLUMNS = ["run_key", "eval_key", "attack", "dataset", "method", "shots", "se
 def test_paper_profile_expands_without_weights_or_data():
     tasks = W.expand("paper")
     keys = [t.key for t in tasks]
-    assert len(keys) == len(set(keys)) == 1007  # each training run is one task (counted in book/sweeps.md)
+    assert len(keys) == len(set(keys)) == 1004  # each training run is one task (counted in book/sweeps.md)
     methods = Counter(t.run.method for t in tasks)
-    assert methods["zeroshot"] == 1 and methods["capt"] == 181 and methods["apt"] == 165
+    assert methods["zeroshot"] == 1 and methods["capt"] == 178 and methods["apt"] == 165
     # 02 asks 6 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
     assert sum("02_in_distribution" in t.notebooks for t in tasks) == 6 * 11 * 4 * 3 + 1
     shared = next(t for t in tasks if t.run.method == "capt" and t.run.source.name == "imagenet"
@@ -38,7 +38,7 @@ def test_paper_profile_expands_without_weights_or_data():
     assert {"02_in_distribution", "03_distribution_shift", "04_cross_dataset", "06_ablations",
             "07_attack_strength"} <= set(shared.notebooks)
     assert all(t.out_dir == str((W.NOTEBOOKS / "../outputs/paper").resolve()) for t in tasks)
-    assert sum(t.n_evaluations for t in tasks) == 3514
+    assert sum(t.n_evaluations for t in tasks) == 3448
 
 
 def test_relative_paths_resolve_like_the_notebooks(tmp_path):
