@@ -86,10 +86,11 @@ class RunSpec:
     def __post_init__(self):
         object.__setattr__(self, "source", as_ref(self.source))
         overrides = dict(self.objective)
-        get_method(self.method, **overrides)  # unknown or invalid settings fail here, named
+        method = get_method(self.method)
+        method.with_objective(**overrides)  # unknown or invalid settings fail here, named
         # An override equal to the method's own setting changes nothing: drop it, so the same training
         # has one key (an ablation's default variant reuses the main experiment's run).
-        default = get_method(self.method).objective
+        default = method.objective
         object.__setattr__(self, "objective", tuple(sorted((k, v) for k, v in overrides.items()
                                                            if getattr(default, k) != v)))
         object.__setattr__(self, "shots", validate_shots(self.shots))
