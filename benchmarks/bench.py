@@ -1,6 +1,7 @@
 """Performance benchmark of capt's attack, training and evaluation paths (CPU or GPU).
 
     python benchmarks/bench.py [--model mini|ViT-B-32] [--repeats N] [--steps K] [--batch B] [--out FILE.csv/md]
+                               [--device cpu|cuda] [--no-amp]
 
 Measures, on one model and one batch (B images):
 
@@ -15,6 +16,9 @@ Measures, on one model and one batch (B images):
 
 Timed quantities are interleaved (A, B, C, A, B, C, ...) and reported as medians over ``--repeats``, so
 ratios stay meaningful on a shared machine. One untimed warm-up round runs first.
+
+On CUDA (the default device when one is present) everything runs under bf16 autocast, as training and
+evaluation do (``--no-amp``: float32); on CPU everything runs in float32, as the library does.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 import capt
 from capt.attacks import AttackSpec, make_attack, pgd
 from capt.evaluate import evaluate
-from capt.train import TrainConfig, seed_everything, teacher_logits, train
+from capt.train import TrainConfig, autocast_for, seed_everything, teacher_logits, train
 
 # Class counts the attack benchmark uses by default: the speed-up over torchattacks is the text tower's
 # share of the work, which grows with the number of class prompts re-encoded at every step. 80 is the mini
@@ -124,32 +128,37 @@ def _accuracy(model, x, y, text_features) -> float:
 
 
 def bench_attacks(model, x, y, steps: int = 10, eps: float = 1 / 255, repeats: int = 5, seed: int = 0,
-                  warmup: int = 1) -> list[dict]:
-    """Rows for measurements 1 and 2 on one batch ``(x, y)``."""
-    with torch.no_grad():
+                  warmup: int = 1, amp: bool = True) -> list[dict]:
+    """Rows for measurements 1 and 2 on one batch ``(x, y)``; ``amp``: bf16 autocast when on CUDA."""
+    autocast = lambda: autocast_for(x.device, amp)  # noqa: E731 (a fresh context per use)
+    with torch.no_grad(), autocast():
         tf = model.encode_text().detach()
     last = {}  # the latest adversarial batch of each attack: robust accuracy without an extra untimed run
 
     def capt_pgd():
-        last["capt"] = pgd(model, x, y, eps=eps, steps=steps, text_features=tf,
-                           generator=torch.Generator().manual_seed(seed))
+        with autocast():
+            last["capt"] = pgd(model, x, y, eps=eps, steps=steps, text_features=tf,
+                               generator=torch.Generator().manual_seed(seed))
 
     def k_passes():  # K x (image-tower forward + backward w.r.t. the input, text features fixed)
         for _ in range(steps):
             xi = x.detach().clone().requires_grad_(True)
-            logits = model.logits_from_features(model.encode_image(xi), tf)
-            torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), xi)
+            with autocast():
+                logits = model.logits_from_features(model.encode_image(xi), tf)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum"), xi)
 
     ta = make_attack(AttackSpec("ta_pgd", eps=eps, steps=steps), model, seed=seed, cache_text=False)
 
     def ta_pgd():
-        last["ta"] = ta(x, y)
+        with autocast():
+            last["ta"] = ta(x, y)
 
     t = interleaved({"capt_pgd": capt_pgd, "k_passes": k_passes, "ta_pgd": ta_pgd}, repeats, warmup=warmup)
     med = {k: statistics.median(v) for k, v in t.items()}
-    acc_clean = _accuracy(model, x, y, tf)
-    acc_capt = _accuracy(model, last["capt"], y, tf)
-    acc_ta = _accuracy(model, last["ta"], y, tf)
+    with autocast():
+        acc_clean = _accuracy(model, x, y, tf)
+        acc_capt = _accuracy(model, last["capt"], y, tf)
+        acc_ta = _accuracy(model, last["ta"], y, tf)
     B = len(x)
     common = {"batch": B, "classes": len(model.classnames), "steps": steps, "eps": eps, "repeats": repeats}
     return [
@@ -175,11 +184,12 @@ def _train_seconds(model, dataset, method: str, config: TrainConfig, init_state)
     return {"step_s": float(steps.median()), "loop_s": float(steps.sum()), "wall_s": wall, "n_steps": len(steps)}
 
 
-def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, attack_steps: int = 2) -> list[dict]:
+def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, attack_steps: int = 2,
+                amp: bool = True) -> list[dict]:
     """Rows for measurement 3 (CAPT vs AdvMaPLe step) and training throughput (measurement 4)."""
     data = dataset.subset(list(range(batch * n_batches)))
     config = TrainConfig(epochs=1, batch_size=batch, steps=attack_steps, warmup_epochs=0,
-                         checkpoint_every=10**9, amp=False)
+                         checkpoint_every=10**9, amp=amp)
     init = model.prompt_state_dict()
     raw = {"capt": [], "advmaple": []}
     fns = {m: (lambda m=m: raw[m].append(_train_seconds(model, data, m, config, init))) for m in raw}
@@ -188,7 +198,7 @@ def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, at
     rounds = {m: (v[1:] if len(v) > 2 else v) for m, v in raw.items()}
     per_step = {m: statistics.median(r["loop_s"] / r["n_steps"] for r in v) for m, v in rounds.items()}
     wall = {m: statistics.median(r["wall_s"] for r in v) for m, v in rounds.items()}
-    teacher = statistics.median(interleaved({"t": lambda: teacher_logits(model, data, amp=False)},
+    teacher = statistics.median(interleaved({"t": lambda: teacher_logits(model, data, amp=amp)},
                                             max(3, repeats), warmup=1)["t"])
     n = len(data)
     common = {"batch": batch, "classes": len(model.classnames), "steps": attack_steps, "eps": config.eps,
@@ -205,11 +215,11 @@ def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, at
     ]
 
 
-def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3) -> list[dict]:
+def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3, amp: bool = True) -> list[dict]:
     """Evaluation throughput (images/s) through :func:`capt.evaluate.evaluate`: clean, and PGD-K."""
     times = {"clean": [], "pgd": []}
     fns = {a: (lambda a=a: times[a].append(float(evaluate(model, dataset, [a], steps=steps, batch_size=batch,
-                                                          progress=False, amp=False)["seconds"].iloc[0])))
+                                                          progress=False, amp=amp)["seconds"].iloc[0])))
            for a in times}
     interleaved(fns, repeats, warmup=0)
     n = len(dataset)
@@ -220,7 +230,7 @@ def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3) -> list
              "ratio": float("nan"), "target": "", "note": f"{n} images; a_s/b_s are images per second"}]
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, device: str = "cpu", amp: bool = False) -> dict:
     cpu = platform.processor() or "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -231,12 +241,13 @@ def machine_info(threads: int) -> dict:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads, "gpu": gpu,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "device": device,
+            "precision": "bf16 autocast" if amp and device == "cuda" else "float32"}
 
 
 def to_markdown(rows: list[dict], model_name: str, info: dict) -> str:
     head = (f"Model `{model_name}`; CPU {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-            f"{info['threads']} thread(s), GPU: {info['gpu']}.\n\n"
+            f"{info['threads']} thread(s), GPU: {info['gpu']}; ran on {info['device']} in {info['precision']}.\n\n"
             "| measure | classes | A | A (s or img/s) | B | B (s or img/s) | A/B | target | note |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
@@ -262,24 +273,31 @@ def main(argv=None) -> int:
     p.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation-throughput benchmark")
     p.add_argument("--out", default=None, help="write the rows to FILE.csv or a markdown table to FILE.md")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default there: bf16 autocast)")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False); "
+                         "use --device cpu")
+    amp = not args.no_amp
     torch.set_num_threads(args.threads)
-    info = machine_info(torch.get_num_threads())
+    info = machine_info(torch.get_num_threads(), device=torch.device(args.device).type, amp=amp)
     n_images = args.batch * max(args.train_batches, 1 if args.no_train else 0, 4)
     classes = args.classes or DEFAULT_CLASSES["mini" if args.model == "mini" else "other"]
     rows = []
     for i, n_classes in enumerate(classes):
         model, data, _ = build(args.model, args.batch, n_images=n_images if i == 0 else args.batch,
-                               classes=n_classes)
+                               classes=n_classes, device=args.device)
         if i == 0:
             first = (model, data)
-        x, y = data.images[:args.batch], data.labels[:args.batch]
-        rows += bench_attacks(model, x, y, steps=args.steps, repeats=args.repeats, warmup=args.warmup)
+        x, y = data.images[:args.batch].to(args.device), data.labels[:args.batch].to(args.device)
+        rows += bench_attacks(model, x, y, steps=args.steps, repeats=args.repeats, warmup=args.warmup, amp=amp)
     model, data = first
     if not args.no_train:
-        rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats)
+        rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats, amp=amp)
     if not args.no_eval:
-        rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats)
+        rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats, amp=amp)
     for r in rows:
         r.update(model=args.model, **info)
     md = to_markdown(rows, args.model, info)

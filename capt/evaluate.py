@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from .attacks import AttackSpec, make_attack
+from .train import autocast_for
 
 ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "correct", "accuracy", "seconds"]
 
@@ -59,10 +60,9 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
                          f"for {len(model.classnames)}; build PromptedCLIP with dataset.classnames")
     data = fixed_subset(dataset, max_n, seed)
     device = model.clip.logit_scale.device
-    use_amp = amp and device.type == "cuda"
     meta = {"dataset": getattr(dataset, "name", None), "method": None, "shots": None, "seed": None, **(meta or {})}
     model.eval()
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+    with torch.no_grad(), autocast_for(device, amp):
         text_features = model.encode_text()
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
@@ -74,7 +74,7 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
         t0 = time.perf_counter()
         for x, y in tqdm(loader, desc=f"eval {spec.label}", disable=not progress, leave=False):
             x, y = x.to(device), y.to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            with autocast_for(device, amp):
                 x_eval = attack(x, y)
                 with torch.inference_mode():
                     pred = model.logits_from_features(model.encode_image(x_eval), text_features).argmax(1)

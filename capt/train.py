@@ -130,8 +130,9 @@ class _Indexed(torch.utils.data.Dataset):
         return x, y, i
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
+def autocast_for(device: torch.device, amp: bool = True):
+    """The precision policy of training and evaluation: bf16 autocast on CUDA when ``amp``, else float32."""
+    if amp and torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
@@ -143,7 +144,7 @@ def teacher_logits(model, dataset, batch_size: int = 256, device=None, amp: bool
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     out = []
     for x, _ in loader:
-        with _autocast(device, amp):
+        with autocast_for(device, amp):
             out.append(model.frozen_logits(x.to(device)).float())
     return torch.cat(out)
 
@@ -214,7 +215,7 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
             t0 = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
-            with _autocast(device, config.amp):
+            with autocast_for(device, config.amp):
                 text_features = model.encode_text()
                 x_adv = x
                 if method.adversarial:

@@ -65,3 +65,18 @@ def test_bench_train_and_eval(bench, setup):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the benchmark leaves the prompts as it found them
     md = bench.to_markdown(rows, "tiny", bench.machine_info(1))
     assert "train_step" in md and "eval_throughput" in md
+    assert "in float32" in md  # CPU runs are labelled with their precision
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no CUDA device exists")
+def test_bench_cuda_without_gpu_names_the_fix(bench):
+    with pytest.raises(SystemExit, match="use --device cpu"):
+        bench.main(["--device", "cuda", "--no-train", "--no-eval"])
+
+
+def test_autocast_policy_is_float32_on_cpu():
+    from capt.train import autocast_for
+
+    with autocast_for(torch.device("cpu"), amp=True):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
