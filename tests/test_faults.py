@@ -64,8 +64,16 @@ print("finished", train_run(sys.argv[1], sys.argv[2] == "1", make_tiny_clip()), 
 SWEEP_CHILD = _PRELUDE + """
 import capt.experiments as E
 from capt.plans import Job
+from pathlib import Path
 tiny = make_tiny_clip()
 E._clip = lambda model, pretrained, device: tiny
+_train = E.train
+def _reporting_train(model, data, method, config, out_dir, resume, progress):
+    ckpt = Path(out_dir) / "checkpoint.pt"
+    step = int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.exists() else -1
+    print("started", Path(out_dir).name, step, flush=True)  # what gets trained, and from which step
+    return _train(model, data, method, config, out_dir=out_dir, resume=resume, progress=progress)
+E.train = _reporting_train
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[2])))
 from test_faults import sweep_jobs
 exp = E.Experiment(sys.argv[1], progress=False, batch_size=64, device="cpu")
@@ -153,11 +161,13 @@ def _history(folder: Path) -> pd.DataFrame:
 
 
 # -- 1. a training run killed with SIGKILL, twice, then resumed -------------------------------------------
-def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_clip):
+def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_path):
     seed = int.from_bytes(os.urandom(4), "little")
     rng = random.Random(seed)
     full, part = tmp_path / "full", tmp_path / "part"
-    assert train_run(full, False, tiny_clip) == TOTAL_STEPS  # the reference, uninterrupted, in this process
+    # The reference runs uninterrupted in a child process like the others: float results are only bit-for-bit
+    # reproducible between processes set up alike (this one has run other tests first, with other threads).
+    assert "finished 15" in _child(TRAIN_CHILD, full, 0, __file__).out
 
     killed_at = []
     for high in (TOTAL_STEPS // 2, TOTAL_STEPS - 2):   # kill once in each half of the run
@@ -195,12 +205,17 @@ def sweep_jobs() -> list[Job]:
     return [Job(r, ("mini_shape",), attacks, 40) for r in runs]
 
 
-def test_sweep_killed_midway_skips_finished_runs_and_resumes_the_unfinished_one(tmp_path, tiny_clip, monkeypatch):
+def _started(out: str) -> list[tuple[str, int]]:
+    """The (run key, starting step) pairs a sweep child reports, in order."""
+    return [(w[1], int(w[2])) for w in (line.split() for line in out.splitlines()) if w and w[0] == "started"]
+
+
+def test_sweep_killed_midway_skips_finished_runs_and_resumes_the_unfinished_one(tmp_path):
     jobs = sweep_jobs()
     keys = [j.run.key for j in jobs]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    monkeypatch.setattr(E, "_clip", lambda model, pretrained, device: tiny_clip)
-    E.Experiment(reference, progress=False, batch_size=64, device="cpu").run_jobs(jobs)
+    # Every sweep runs in a child process set up alike, so their floats can be compared bit for bit.
+    assert _started(_child(SWEEP_CHILD, reference, __file__).out) == [(k, -1) for k in keys]
 
     proc = _child(SWEEP_CHILD, killed, __file__, delay=0.15, wait=False)
     step = _kill_at(proc, killed / "runs" / keys[1] / "checkpoint.pt", 2)
@@ -208,18 +223,10 @@ def test_sweep_killed_midway_skips_finished_runs_and_resumes_the_unfinished_one(
     store = ResultStore(killed)
     assert set(store.read()["run_key"]) == {keys[0]}   # the first run is finished and stored, no other
 
-    # Restart in this process and watch what gets trained, and from which step.
-    started = []
-    real_train = E.train
-
-    def counting_train(model, data, method, config, out_dir, resume, progress):
-        started.append((Path(out_dir).name, _ckpt_step(Path(out_dir) / "checkpoint.pt")))
-        return real_train(model, data, method, config, out_dir=out_dir, resume=resume, progress=progress)
-
-    monkeypatch.setattr(E, "train", counting_train)
-    rows = E.Experiment(killed, progress=False, batch_size=64, device="cpu").run_jobs(jobs)
-    assert started == [(keys[1], step), (keys[2], -1)]   # run 1 skipped, run 2 resumed, run 3 fresh
-    assert len(rows) == 6 and len(ResultStore(killed).read()) == 6
+    # Restart and watch what gets trained, and from which step.
+    restart = _child(SWEEP_CHILD, killed, __file__).out
+    assert _started(restart) == [(keys[1], step), (keys[2], -1)]   # run 1 skipped, run 2 resumed, run 3 fresh
+    assert "finished 6" in restart and len(ResultStore(killed).read()) == 6
 
     # The same numbers as the sweep that was never interrupted.
     def table(folder):
@@ -234,9 +241,8 @@ def test_sweep_killed_midway_skips_finished_runs_and_resumes_the_unfinished_one(
         assert [h["total"] for h in a["history"]] == [h["total"] for h in b["history"]]
 
     # A third start computes nothing at all.
-    started.clear()
-    E.Experiment(killed, progress=False, batch_size=64, device="cpu").run_jobs(jobs)
-    assert started == []
+    third = _child(SWEEP_CHILD, killed, __file__).out
+    assert _started(third) == [] and "finished 6" in third
 
 
 # -- 3. crashes while writing --------------------------------------------------------------------------------
