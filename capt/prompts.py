@@ -55,6 +55,19 @@ class _TextTower:
     def attn_mask(self):
         return self.module.attn_mask
 
+    def deciding_length(self, tokens: torch.Tensor) -> int:
+        """How many leading tokens decide the pooled features of ``tokens``: under a causal mask a token
+        sees only those before it, so everything after the pooled (end-of-text) token is dead work.
+        The full context length where the tower is not causal or pools another way."""
+        n = tokens.shape[1]
+        mask = self.attn_mask
+        future = torch.ones(n, n, dtype=torch.bool, device=tokens.device).triu(1)
+        causal = mask is not None and mask.shape == (n, n) and torch.equal(torch.isneginf(mask), future)
+        if not causal or self.pool_type not in ("argmax", "eos"):
+            return n
+        pooled = tokens.argmax(-1) if self.pool_type == "argmax" else (tokens == self.eos_id).int().argmax(-1)
+        return int(pooled.max()) + 1
+
     @property
     def width(self) -> int:
         return self.token_embedding.weight.shape[1]
@@ -107,11 +120,16 @@ class PromptedCLIP(nn.Module):
         template: hand-crafted template(s) for the ``none`` variant and the frozen teacher; several
             templates are averaged (CLIP's prompt ensembling).
         init_std: standard deviation of the random initialisation of prompt vectors.
+        truncate_text: run the learnable text prompts through only the tokens that decide their
+            pooled feature (up to the last end-of-text token) when the text tower is causal, instead of
+            the whole context (77 tokens for OpenAI CLIP). The same features up to float rounding, and
+            several times less text-tower work per training step; ``False`` runs the full context.
     """
 
     def __init__(self, clip, classnames: Sequence[str], prompt: str = "maple", n_ctx: int = 2,
                  depth: int = 9, ctx_init: str | None = "a photo of a",
-                 template: str | Sequence[str] = "a photo of a {}.", init_std: float = 0.02):
+                 template: str | Sequence[str] = "a photo of a {}.", init_std: float = 0.02,
+                 truncate_text: bool = True):
         super().__init__()
         check_choice("prompt variant", prompt, PROMPT_VARIANTS)
         if isinstance(classnames, str) or len(classnames) == 0:
@@ -154,8 +172,10 @@ class PromptedCLIP(nn.Module):
             prefix_len = self._count_tokens(prefix)
             if prefix_len < n_ctx:
                 prefix = " ".join([prefix] + [_PLACEHOLDER] * (n_ctx - prefix_len))
-            self.register_buffer("prompt_tokens", self._tokenize([f"{prefix} {c}." for c in self.classnames]),
-                                 persistent=False)
+            tokens = self._tokenize([f"{prefix} {c}." for c in self.classnames])
+            if truncate_text:
+                tokens = tokens[:, :self._text.deciding_length(tokens)]
+            self.register_buffer("prompt_tokens", tokens, persistent=False)
             with torch.no_grad():
                 emb = self._text.token_embedding(self.prompt_tokens)
             self.register_buffer("prompt_embedding", emb, persistent=False)  # frozen token embeddings
@@ -232,8 +252,10 @@ class PromptedCLIP(nn.Module):
     # -- text ------------------------------------------------------------------------------------
     def _text_forward(self, x: torch.Tensor, tokens: torch.Tensor, deep) -> torch.Tensor:
         t = self._text
-        x = x + t.positional_embedding.to(x.dtype)
-        x = _run_blocks(t.transformer, x, deep, at_end=False, n_ctx=self.n_ctx, attn_mask=t.attn_mask)
+        n = x.shape[1]  # the whole context, or its deciding prefix (truncate_text)
+        mask = t.attn_mask[:n, :n] if t.attn_mask is not None else None
+        x = x + t.positional_embedding[:n].to(x.dtype)
+        x = _run_blocks(t.transformer, x, deep, at_end=False, n_ctx=self.n_ctx, attn_mask=mask)
         x = t.ln_final(x)
         from open_clip.transformer import text_global_pool
 

@@ -10,8 +10,10 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed_dim: int = 48, seed: int = 0):
-    """A small standard open_clip ViT CLIP with OpenAI's tokenizer, random weights, frozen."""
+def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed_dim: int = 48, seed: int = 0,
+                   **text_options):
+    """A small standard open_clip ViT CLIP with OpenAI's tokenizer, random weights, frozen
+    (``text_options``: further :class:`open_clip.model.CLIPTextCfg` fields, e.g. ``no_causal_mask=True``)."""
     import open_clip
 
     from capt.models import ClipBundle, Normalize, _freeze, _pixel_preprocess
@@ -22,7 +24,7 @@ def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed
         vision_cfg=open_clip.model.CLIPVisionCfg(image_size=image_size, patch_size=8, width=width, layers=layers,
                                                  head_width=32),
         text_cfg=open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=width - 16, heads=3,
-                                             layers=layers),
+                                             layers=layers, **text_options),
     )
     _freeze(model)
     return ClipBundle(model=model, preprocess=_pixel_preprocess(image_size),

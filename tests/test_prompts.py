@@ -97,6 +97,42 @@ def test_text_prompt_initialised_from_the_template_reproduces_it(tiny_clip, clas
         assert torch.allclose(model.encode_text(), model.frozen_text_features, atol=1e-6)
 
 
+def _twins(bundle, classnames, variant):
+    """The same prompts run through the deciding prefix of the text context, and through all of it."""
+    short = PromptedCLIP(bundle, classnames, prompt=variant, n_ctx=2, depth=2)
+    full = PromptedCLIP(bundle, classnames, prompt=variant, n_ctx=2, depth=2, truncate_text=False)
+    with torch.no_grad():
+        for p in short.prompt_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    full.load_prompt_state_dict(short.prompt_state_dict())
+    return short, full
+
+
+@pytest.mark.parametrize("variant", ["text", "ivlp", "maple"])
+def test_truncated_text_context_gives_the_full_context_features_and_gradients(tiny_clip, variant):
+    classnames = ["cat", "golden retriever", "a very long class name with many words in it"]
+    short, full = _twins(tiny_clip, classnames, variant)
+    eot = int(full.prompt_tokens.argmax(1).max())
+    assert full.prompt_tokens.shape[1] == 77 and short.prompt_tokens.shape[1] == eot + 1 < 77
+    assert torch.equal(short.prompt_tokens, full.prompt_tokens[:, :eot + 1])
+    fs, ff = short.encode_text(), full.encode_text()
+    assert (fs - ff).abs().max().item() < 1e-6
+    weights = torch.randn(ff.shape, generator=torch.Generator().manual_seed(0))
+    gs = torch.autograd.grad((fs * weights).sum(), short.prompt_parameters(), allow_unused=True)
+    gf = torch.autograd.grad((ff * weights).sum(), full.prompt_parameters(), allow_unused=True)
+    assert [a is None for a in gs] == [b is None for b in gf] and any(a is not None for a in gs)
+    for a, b in zip(gs, gf):
+        assert a is None or torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_text_context_is_kept_whole_where_a_token_sees_later_ones():
+    from conftest import make_tiny_clip
+
+    bundle = make_tiny_clip(no_causal_mask=True)
+    model = PromptedCLIP(bundle, ["cat", "dog"], prompt="maple", n_ctx=2, depth=2)
+    assert model.prompt_tokens.shape[1] == 77  # without a causal mask every token can change the pooled one
+
+
 def test_prompt_state_dict_roundtrip_and_mismatch(tiny_clip, classnames):
     a = PromptedCLIP(tiny_clip, classnames, prompt="maple", depth=3)
     b = PromptedCLIP(tiny_clip, classnames, prompt="maple", depth=3)
