@@ -13,6 +13,9 @@ Measures, on one model and one batch (B images):
    :func:`capt.train.train` on a dataset of exactly ``--train-batches`` batches (the teacher's logits,
    precomputed once per run, are timed separately), and training throughput.
 4. ``eval``: evaluation throughput (clean, and PGD-K) through :func:`capt.evaluate.evaluate`.
+5. ``text_context``: the text tower's forward+backward over the class prompts (what every training step
+   pays) through the whole context vs only its deciding prefix (``PromptedCLIP(truncate_text=...)``),
+   per class count; with ``--train`` also a whole CAPT step both ways.
 
 Timed quantities are interleaved (A, B, C, A, B, C, ...) and reported as medians over ``--repeats``, so
 ratios stay meaningful on a shared machine. One untimed warm-up round runs first.
@@ -84,9 +87,25 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     return times
 
 
+def prompted(bundle, classnames, truncate_text: bool = True):
+    """The benchmark's PromptedCLIP: MaPLe prompts, ``n_ctx = 2``, as deep as both towers allow (at most 9)."""
+    m = bundle.model
+    layers = min(len(m.visual.transformer.resblocks), len(getattr(m, "text", m).transformer.resblocks))
+    return capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers),
+                             truncate_text=truncate_text).eval()
+
+
+def full_context_twin(bundle, model):
+    """The same prompts on the same frozen CLIP (``bundle``), run through the whole text context."""
+    twin = capt.PromptedCLIP(bundle, model.classnames, prompt=model.prompt, n_ctx=model.n_ctx, depth=model.depth,
+                             template=model.templates, truncate_text=False).eval()
+    twin.load_prompt_state_dict(model.prompt_state_dict())
+    return twin
+
+
 def build(model_name: str, batch: int, seed: int = 0, device: str = "cpu", n_images: int | None = None,
           classes: int = 10):
-    """(PromptedCLIP with MaPLe prompts, dataset of ``n_images``, classnames). The mini model gets mini-world
+    """(PromptedCLIP with MaPLe prompts, dataset of ``n_images``, the CLIP bundle). The mini model gets mini-world
     images labelled by shape (``classes=10``) or by colour x shape (``classes=80``, the source task's label
     set); other models get random images labelled by the model's own clean predictions among ``classes``
     class prompts (random-init weights have no meaningful labels), so clean accuracy is 100% by construction."""
@@ -103,9 +122,7 @@ def build(model_name: str, batch: int, seed: int = 0, device: str = "cpu", n_ima
         bundle = capt.load_clip(model_name, pretrained=None, device=device)
         classnames = [f"class {i}" for i in range(classes)]
     torch.manual_seed(seed)
-    m = bundle.model
-    layers = min(len(m.visual.transformer.resblocks), len(getattr(m, "text", m).transformer.resblocks))
-    model = capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers)).eval()
+    model = prompted(bundle, classnames)
     size = bundle.image_size if isinstance(bundle.image_size, int) else bundle.image_size[0]
     n = n_images or batch
     if model_name == "mini":
@@ -118,7 +135,7 @@ def build(model_name: str, batch: int, seed: int = 0, device: str = "cpu", n_ima
         with torch.no_grad():
             labels = torch.cat([model(images[i:i + batch].to(device)).argmax(1).cpu()
                                 for i in range(0, n, batch)])
-    return model, TensorSet(images, labels, classnames, name=f"bench-{model_name}"), classnames
+    return model, TensorSet(images, labels, classnames, name=f"bench-{model_name}"), bundle
 
 
 @torch.no_grad()
@@ -173,6 +190,32 @@ def bench_attacks(model, x, y, steps: int = 10, eps: float = 1 / 255, repeats: i
     ]
 
 
+def bench_text(model, full, repeats: int = 5, warmup: int = 1, amp: bool = True) -> list[dict]:
+    """Measurement 5: text-tower forward+backward over all class prompts, whole context (``full``) vs the
+    deciding prefix (``model``), same prompts; with the largest feature difference between the two."""
+    device = model.clip.logit_scale.device
+    with torch.no_grad(), autocast_for(device, amp):
+        short_f, full_f = model.encode_text().float(), full.encode_text().float()
+    diff = float((short_f - full_f).abs().max())
+    weights = torch.randn(short_f.shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def fwd_bwd(m):  # what a training step pays for the text side: features, then gradients to the prompts
+        def run():
+            with autocast_for(device, amp):
+                f = m.encode_text()
+            torch.autograd.grad((f.float() * weights).sum(), m.prompt_parameters(), allow_unused=True)
+        return run
+
+    t = interleaved({"full": fwd_bwd(full), "short": fwd_bwd(model)}, repeats, warmup=warmup)
+    n_full, n_short = full.prompt_tokens.shape[1], model.prompt_tokens.shape[1]
+    return [{"batch": 0, "classes": len(model.classnames), "steps": 0, "eps": 0.0, "repeats": repeats,
+             "measure": "text_context", "a": f"text fwd+bwd, whole context ({n_full} tokens)",
+             "a_s": statistics.median(t["full"]), "b": f"text fwd+bwd, deciding prefix ({n_short} tokens)",
+             "b_s": statistics.median(t["short"]),
+             "ratio": statistics.median(t["full"]) / statistics.median(t["short"]), "target": "(speed-up)",
+             "note": f"max |feature difference| {diff:.1e}", "max_feature_diff": diff}]
+
+
 def _train_seconds(model, dataset, method: str, config: TrainConfig, init_state) -> dict:
     model.load_prompt_state_dict(init_state)
     seed_everything(config.seed)
@@ -185,14 +228,18 @@ def _train_seconds(model, dataset, method: str, config: TrainConfig, init_state)
 
 
 def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, attack_steps: int = 2,
-                amp: bool = True) -> list[dict]:
-    """Rows for measurement 3 (CAPT vs AdvMaPLe step) and training throughput (measurement 4)."""
+                amp: bool = True, full=None) -> list[dict]:
+    """Rows for measurement 3 (CAPT vs AdvMaPLe step) and training throughput (measurement 4); with
+    ``full`` (the whole-text-context twin) also a CAPT step through the whole context (measurement 5)."""
     data = dataset.subset(list(range(batch * n_batches)))
     config = TrainConfig(epochs=1, batch_size=batch, steps=attack_steps, warmup_epochs=0,
                          checkpoint_every=10**9, amp=amp)
     init = model.prompt_state_dict()
-    raw = {"capt": [], "advmaple": []}
-    fns = {m: (lambda m=m: raw[m].append(_train_seconds(model, data, m, config, init))) for m in raw}
+    runs = {"capt": (model, "capt"), "advmaple": (model, "advmaple")}
+    if full is not None:
+        runs["capt_full_text"] = (full, "capt")
+    raw = {k: [] for k in runs}
+    fns = {k: (lambda k=k: raw[k].append(_train_seconds(runs[k][0], data, runs[k][1], config, init))) for k in runs}
     interleaved(fns, repeats, warmup=0)
     # The first round is the warm-up (allocator, autograd graph caches): drop it when there are enough rounds.
     rounds = {m: (v[1:] if len(v) > 2 else v) for m, v in raw.items()}
@@ -203,7 +250,15 @@ def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, at
     n = len(data)
     common = {"batch": batch, "classes": len(model.classnames), "steps": attack_steps, "eps": config.eps,
               "repeats": len(rounds["capt"])}
-    return [
+    rows = []
+    if full is not None:
+        rows.append({**common, "measure": "train_text_context",
+                     "a": f"CAPT step, whole text context ({full.prompt_tokens.shape[1]} tokens)",
+                     "a_s": per_step["capt_full_text"],
+                     "b": f"CAPT step, deciding prefix ({model.prompt_tokens.shape[1]} tokens)",
+                     "b_s": per_step["capt"], "ratio": per_step["capt_full_text"] / per_step["capt"],
+                     "target": "(speed-up)", "note": "same prompts, same batches, same training attack"})
+    return rows + [
         {**common, "measure": "train_step", "a": "CAPT step", "a_s": per_step["capt"], "b": "AdvMaPLe step",
          "b_s": per_step["advmaple"], "ratio": per_step["capt"] / per_step["advmaple"], "target": "<= 1.3",
          "note": (f"train PGD-{attack_steps}; mean step time of a {n_batches}-step run, median over runs; teacher logits for "
@@ -287,15 +342,17 @@ def main(argv=None) -> int:
     classes = args.classes or DEFAULT_CLASSES["mini" if args.model == "mini" else "other"]
     rows = []
     for i, n_classes in enumerate(classes):
-        model, data, _ = build(args.model, args.batch, n_images=n_images if i == 0 else args.batch,
-                               classes=n_classes, device=args.device)
+        model, data, bundle = build(args.model, args.batch, n_images=n_images if i == 0 else args.batch,
+                                    classes=n_classes, device=args.device)
+        full = full_context_twin(bundle, model)
         if i == 0:
-            first = (model, data)
+            first = (model, data, full)
         x, y = data.images[:args.batch].to(args.device), data.labels[:args.batch].to(args.device)
         rows += bench_attacks(model, x, y, steps=args.steps, repeats=args.repeats, warmup=args.warmup, amp=amp)
-    model, data = first
+        rows += bench_text(model, full, repeats=args.repeats, warmup=args.warmup, amp=amp)
+    model, data, full = first
     if not args.no_train:
-        rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats, amp=amp)
+        rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats, amp=amp, full=full)
     if not args.no_eval:
         rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats, amp=amp)
     for r in rows:

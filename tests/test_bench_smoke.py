@@ -30,11 +30,12 @@ def bench():
 def setup(bench):
     classnames = ["cat", "dog", "car", "tree", "boat"]
     torch.manual_seed(0)
-    model = capt.PromptedCLIP(make_tiny_clip(), classnames, prompt="maple", n_ctx=2, depth=2).eval()
+    bundle = make_tiny_clip()
+    model = capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=2).eval()
     g = torch.Generator().manual_seed(0)
     images = torch.rand(8, 3, 32, 32, generator=g)
     labels = torch.randint(0, len(classnames), (8,), generator=g)
-    return model, bench.TensorSet(images, labels, classnames, name="tiny")
+    return model, bench.TensorSet(images, labels, classnames, name="tiny"), bench.full_context_twin(bundle, model)
 
 
 def _sane(rows):
@@ -46,7 +47,7 @@ def _sane(rows):
 
 
 def test_bench_attacks(bench, setup):
-    model, data = setup
+    model, data, _ = setup
     rows = bench.bench_attacks(model, data.images[:4], data.labels[:4], steps=2, repeats=1)
     _sane(rows)
     assert {r["measure"] for r in rows} == {"pgd_vs_passes", "pgd_vs_torchattacks"}
@@ -55,16 +56,26 @@ def test_bench_attacks(bench, setup):
         assert 0 <= acc[k] <= 100
 
 
+def test_bench_text_context(bench, setup):
+    model, _, full = setup
+    assert full.prompt_tokens.shape[1] == 77 > model.prompt_tokens.shape[1]
+    (row,) = bench.bench_text(model, full, repeats=1)
+    _sane([row])
+    assert row["measure"] == "text_context" and row["max_feature_diff"] < 1e-6
+    assert "(77 tokens)" in row["a"] and f"({model.prompt_tokens.shape[1]} tokens)" in row["b"]
+
+
 def test_bench_train_and_eval(bench, setup):
-    model, data = setup
+    model, data, full = setup
     before = model.prompt_state_dict()
-    rows = bench.bench_train(model, data, batch=4, n_batches=2, repeats=1, attack_steps=1)
+    rows = bench.bench_train(model, data, batch=4, n_batches=2, repeats=1, attack_steps=1, full=full)
     rows += bench.bench_eval(model, data, steps=1, batch=4, repeats=1)
     _sane(rows)
     after = model.prompt_state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the benchmark leaves the prompts as it found them
+    assert all(torch.equal(before[k], v) for k, v in full.prompt_state_dict().items())
     md = bench.to_markdown(rows, "tiny", bench.machine_info(1))
-    assert "train_step" in md and "eval_throughput" in md
+    assert "train_step" in md and "eval_throughput" in md and "train_text_context" in md
     assert "in float32" in md  # CPU runs are labelled with their precision
 
 
