@@ -327,6 +327,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-batches", type=int, default=4)
     p.add_argument("--no-train", action="store_true", help="skip the training-step benchmark")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation-throughput benchmark")
+    p.add_argument("--no-text-context", action="store_true",
+                   help="skip the text-context benchmark (whole context vs deciding prefix)")
     p.add_argument("--out", default=None, help="write the rows to FILE.csv or a markdown table to FILE.md")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
@@ -344,12 +346,13 @@ def main(argv=None) -> int:
     for i, n_classes in enumerate(classes):
         model, data, bundle = build(args.model, args.batch, n_images=n_images if i == 0 else args.batch,
                                     classes=n_classes, device=args.device)
-        full = full_context_twin(bundle, model)
+        full = None if args.no_text_context else full_context_twin(bundle, model)
         if i == 0:
             first = (model, data, full)
         x, y = data.images[:args.batch].to(args.device), data.labels[:args.batch].to(args.device)
         rows += bench_attacks(model, x, y, steps=args.steps, repeats=args.repeats, warmup=args.warmup, amp=amp)
-        rows += bench_text(model, full, repeats=args.repeats, warmup=args.warmup, amp=amp)
+        if not args.no_text_context:
+            rows += bench_text(model, full, repeats=args.repeats, warmup=args.warmup, amp=amp)
     model, data, full = first
     if not args.no_train:
         rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats, amp=amp, full=full)
