@@ -87,12 +87,11 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     return times
 
 
-def prompted(bundle, classnames, truncate_text: bool = True):
+def prompted(bundle, classnames):
     """The benchmark's PromptedCLIP: MaPLe prompts, ``n_ctx = 2``, as deep as both towers allow (at most 9)."""
     m = bundle.model
     layers = min(len(m.visual.transformer.resblocks), len(getattr(m, "text", m).transformer.resblocks))
-    return capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers),
-                             truncate_text=truncate_text).eval()
+    return capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers)).eval()
 
 
 def full_context_twin(bundle, model):

@@ -67,15 +67,14 @@ from capt.plans import Job
 from pathlib import Path
 tiny = make_tiny_clip()
 E._clip = lambda model, pretrained, device: tiny
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[2])))
+from test_faults import _ckpt_step, sweep_jobs
 _train = E.train
 def _reporting_train(model, data, method, config, out_dir, resume, progress):
-    ckpt = Path(out_dir) / "checkpoint.pt"
-    step = int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.exists() else -1
-    print("started", Path(out_dir).name, step, flush=True)  # what gets trained, and from which step
+    # what gets trained, and from which step
+    print("started", Path(out_dir).name, _ckpt_step(Path(out_dir) / "checkpoint.pt"), flush=True)
     return _train(model, data, method, config, out_dir=out_dir, resume=resume, progress=progress)
 E.train = _reporting_train
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[2])))
-from test_faults import sweep_jobs
 exp = E.Experiment(sys.argv[1], progress=False, batch_size=64, device="cpu")
 rows = exp.run_jobs(sweep_jobs())
 print("finished", len(rows), flush=True)
