@@ -165,7 +165,7 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_pat
     rng = random.Random(seed)
     full, part = tmp_path / "full", tmp_path / "part"
     # The reference runs uninterrupted in a child process like the others: float results are only bit-for-bit
-    # reproducible between processes set up alike (this one has run other tests first, with other threads).
+    # reproducible between processes set up alike (this one has built and run other models first).
     assert "finished 15" in _child(TRAIN_CHILD, full, 0, __file__).out
 
     killed_at = []
