@@ -8,6 +8,7 @@ serialised with a lock file.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -16,9 +17,31 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .io import atomic_path
+
+MASK_COLUMN = "correct_mask"  # per-image outcomes of a row: which evaluated images it got right
+
+
+def encode_mask(correct) -> str:
+    """Per-image outcomes (a boolean sequence, in the evaluated images' order) as compact text for a
+    CSV cell: base64 of the packed bits. :func:`decode_mask` inverts it given the image count."""
+    bits = np.asarray(correct, dtype=bool).ravel()
+    return base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode("ascii")
+
+
+def decode_mask(text: str, n: int) -> np.ndarray:
+    """The boolean outcomes of ``n`` images from :func:`encode_mask`'s text (a clear error if it does not fit)."""
+    try:
+        raw = np.frombuffer(base64.b64decode(str(text), validate=True), dtype=np.uint8)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"per-image outcome mask is not valid base64 ({exc}); the results row is corrupt") from None
+    if len(raw) != (int(n) + 7) // 8:
+        raise ValueError(f"per-image outcome mask holds {len(raw) * 8} bits but the row evaluated {n} images; "
+                         "the results row is corrupt")
+    return np.unpackbits(raw, bitorder="little")[: int(n)].astype(bool)
 
 
 def stable_key(obj) -> str:
