@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # A common laptop screen: the width at which the book's column is judged and the first screen is shot.
+# Widths depend on the fonts installed: scripts/install_browser.sh adds DejaVu, wider than Arial, so a
+# table that fits here fits on most readers' screens.
 VIEWPORT = (1280, 800)
 # Sub-pixel layout: a table whose measured width exceeds the column by less than this still fits.
 TOLERANCE_PX = 1.0
