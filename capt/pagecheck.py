@@ -77,7 +77,8 @@ MEASURE_JS = r"""
     }
     const head = [...t.querySelectorAll('tr')].slice(0, 1)
       .flatMap(r => [...r.children].map(c => c.textContent.trim())).filter(Boolean);
-    return {element: name(t), headline: !!t.closest('.capt-headline'), section: heading(t),
+    const shown = t.checkVisibility ? t.checkVisibility() : t.getClientRects().length > 0;
+    return {element: name(t), headline: !!t.closest('.capt-headline'), section: heading(t), shown,
             width: Math.max(t.getBoundingClientRect().width, t.scrollWidth), columns: head.slice(0, 4),
             scroll_box: box};
   });
@@ -135,16 +136,19 @@ class Chromium:
         cmd = [self.binary, *FLAGS, f"--user-data-dir={self._profile}",
                f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", "about:blank"]
         try:
+            # Its log goes to a file: a pipe nobody reads would fill and stall the browser.
+            self._log = open(Path(self._profile) / "stderr.log", "wb")
             self._proc = subprocess.Popen(cmd, preexec_fn=on_3_and_4, close_fds=False, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                          stdout=subprocess.DEVNULL, stderr=self._log)
         finally:
             os.close(child_r), os.close(child_w)
         self._out, self._in = to_w, from_r
         try:
             self.send("Target.setDiscoverTargets", {"discover": False})
-        except BrowserUnavailable:
+        except (BrowserUnavailable, TimeoutError) as exc:
+            why = str(exc) if isinstance(exc, BrowserUnavailable) else f"{exc}; its log ends: {self._log_tail()}"
             self.__exit__(None, None, None)
-            raise
+            raise BrowserUnavailable(f"Chromium did not start: {why}") from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -152,7 +156,7 @@ class Chromium:
             if self._proc.poll() is None:
                 try:
                     self.send("Browser.close", timeout=5)
-                except BrowserUnavailable:
+                except (BrowserUnavailable, TimeoutError):
                     pass
                 try:
                     self._proc.wait(5)
@@ -160,19 +164,23 @@ class Chromium:
                     self._proc.kill()
                     self._proc.wait()
         finally:
-            self._proc.stderr.close()
+            self._log.close()
             os.close(self._out), os.close(self._in)
             shutil.rmtree(self._profile, ignore_errors=True)
 
-    def _read_message(self, deadline: float) -> dict:
+    def _log_tail(self, lines: int = 5) -> str:
+        self._log.flush()
+        text = (Path(self._profile) / "stderr.log").read_text(errors="replace").strip().splitlines()
+        return " | ".join([line for line in text if "dbus" not in line][-lines:]) or "(empty)"
+
+    def _read_message(self, deadline: float, waiting_for: str) -> dict:
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._in], [], [], left)[0]:
-                raise BrowserUnavailable(f"Chromium did not answer within {self.timeout:.0f}s")
+                raise TimeoutError(f"Chromium: no {waiting_for} within {self.timeout:.0f}s")
             chunk = os.read(self._in, 1 << 20)
             if not chunk:
-                err = self._proc.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
-                raise BrowserUnavailable(f"Chromium ({self.binary}) exited: " + " | ".join(err))
+                raise BrowserUnavailable(f"Chromium ({self.binary}) exited; its log ends: {self._log_tail()}")
             self._buffer += chunk
         raw, _, self._buffer = self._buffer.partition(b"\0")
         return json.loads(raw)
@@ -189,10 +197,10 @@ class Chromium:
             while data:
                 data = data[os.write(self._out, data):]
         except BrokenPipeError:
-            raise BrowserUnavailable(f"Chromium ({self.binary}) has exited") from None
+            raise BrowserUnavailable(f"Chromium ({self.binary}) has exited; its log ends: {self._log_tail()}") from None
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
-            reply = self._read_message(deadline)
+            reply = self._read_message(deadline, f"answer to {method}")
             if reply.get("id") == self._next_id:
                 if "error" in reply:
                     raise RuntimeError(f"DevTools {method}: {reply['error'].get('message')}")
@@ -205,7 +213,7 @@ class Chromium:
             for e in self.events:
                 if e.get("method") == method and e.get("sessionId") == session:
                     return e
-            self.events.append(self._read_message(deadline))
+            self.events.append(self._read_message(deadline, method))
 
     def open(self, url: str, viewport: tuple[int, int] = VIEWPORT, scale: float = 1.0) -> str:
         """A fresh tab showing ``url`` (loaded: the load event has fired); returns its session id.
@@ -222,7 +230,10 @@ class Chromium:
         nav = self.send("Page.navigate", {"url": url}, session=s)
         if nav.get("errorText"):
             raise RuntimeError(f"cannot open {url}: {nav['errorText']}")
-        self.wait_event("Page.loadEventFired", s)
+        try:
+            self.wait_event("Page.loadEventFired", s)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{url} did not finish loading ({exc})") from None
         return s
 
     def close(self, session: str) -> None:
@@ -277,7 +288,10 @@ class PageReport:
             kind = "headline table" if t["headline"] else "table"
             where = f"{self.page}: {kind} {t['element']} (section {t['section']!r}, columns {t['columns']})"
             box = t["scroll_box"]
-            if t["width"] > self.column_width + TOLERANCE_PX:
+            if not t["shown"]:
+                if t["headline"]:
+                    out.append(f"{where} is not shown (hidden or collapsed): a reader would have to find it")
+            elif t["width"] > self.column_width + TOLERANCE_PX:
                 out.append(f"{where} is {t['width']:.0f}px wide, wider than the content column {self.column} "
                            f"({self.column_width:.0f}px)" + (f", in a horizontal scroll box {box['element']}" if box else ""))
             elif box:
@@ -325,7 +339,9 @@ def check_page(browser: Chromium, path: str | Path, viewport: tuple[int, int] = 
             report.failed_loads.append(f"{p['response']['url']} (HTTP {p['response']['status']})")
         elif method == "Runtime.exceptionThrown":
             d = p["exceptionDetails"]
-            report.js_errors.append(d.get("exception", {}).get("description") or d.get("text", "?"))
+            text = (d.get("exception", {}).get("description") or d.get("text") or "?").splitlines()[0]
+            where = f" ({d['url'].rsplit('/', 1)[-1]}, line {d.get('lineNumber', 0) + 1})" if d.get("url") else ""
+            report.js_errors.append(text + where)
         elif method == "Runtime.consoleAPICalled" and p.get("type") == "error":
             report.console_errors.append(" ".join(str(a.get("value", a.get("description", "")))
                                                                  for a in p.get("args", [])))
@@ -384,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.screenshot:
             print(screenshot(args.screenshot[0], args.screenshot[1], viewport, args.scale))
         pages = [p for a in args.paths for p in (book_pages(a) if Path(a).is_dir() else [Path(a)])]
-        reports = check_pages(pages, viewport) if pages else []
+        one_dir = len(args.paths) == 1 and Path(args.paths[0]).is_dir()
+        reports = check_pages(pages, viewport, root=args.paths[0] if one_dir else None) if pages else []
     except (BrowserUnavailable, FileNotFoundError) as exc:
         print(f"pagecheck: {exc}", file=sys.stderr)
         return 2

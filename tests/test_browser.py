@@ -58,7 +58,7 @@ def test_width_check_fails_a_wide_headline_table_and_passes_a_narrow_one(browser
     w, n = check_page(browser, wide), check_page(browser, narrow)
     assert w.column_width == n.column_width == 600  # content box, padding excluded
     [t] = w.tables
-    assert (t["headline"], t["width"], t["columns"]) == (True, 900, ["method", "clean"])
+    assert (t["headline"], t["shown"], t["width"], t["columns"]) == (True, True, 900, ["method", "clean"])
     assert t["scroll_box"] == {"element": "div.scroll", "width": 600, "scroll_width": 900}
     [problem] = w.problems()
     assert "headline table table (section 'Results'" in problem
@@ -82,6 +82,16 @@ def test_headline_tables_outside_the_column_are_measured_too(browser, tmp_path):
         "</main>", '</main><div class="capt-headline"><table style="width: 700px"><tr><td>x</td></tr></table></div>'))
     [t] = check_page(browser, page).tables
     assert t["headline"] and t["width"] == 700
+
+
+def test_a_hidden_headline_table_is_a_problem_and_a_hidden_detail_table_is_not(browser, tmp_path):
+    page = _page(tmp_path, '<div class="capt-headline" style="display: none"><table><tr><td>x</td></tr></table></div>'
+                           '<details><table><tr><td>detail</td></tr></table></details>')
+    r = check_page(browser, page)
+    assert [(t["headline"], t["shown"]) for t in r.tables] == [(True, False), (False, False)]
+    [problem] = r.problems()
+    assert "headline table" in problem and problem.endswith("is not shown (hidden or collapsed): a reader would "
+                                                             "have to find it")
 
 
 def test_figures_errors_and_failed_loads_are_reported(browser, tmp_path):
