@@ -79,9 +79,11 @@ def test_width_check_reports_a_table_in_a_scroll_box_narrower_than_the_column(br
 def test_headline_tables_outside_the_column_are_measured_too(browser, tmp_path):
     page = _page(tmp_path, "")
     page.write_text(page.read_text().replace(
-        "</main>", '</main><div class="capt-headline"><table style="width: 700px"><tr><td>x</td></tr></table></div>'))
-    [t] = check_page(browser, page).tables
-    assert t["headline"] and t["width"] == 700
+        "</main>", '</main><div class="capt-headline"><table style="width: 700px"><tr><td>x</td></tr></table></div>'
+                   '<table class="capt-headline" style="width: 650px"><tr><td>y</td></tr></table>'))
+    r = check_page(browser, page)
+    assert [(t["headline"], t["width"]) for t in r.tables] == [(True, 700), (True, 650)]
+    assert [p.split(" is ")[1].split("px")[0] for p in r.problems()] == ["700", "650"]
 
 
 def test_a_hidden_headline_table_is_a_problem_and_a_hidden_detail_table_is_not(browser, tmp_path):
