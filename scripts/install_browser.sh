@@ -4,7 +4,11 @@
 # by CAPT_CHROMIUM. Exits non-zero, with the reason, when it cannot install one (not Debian/Ubuntu, not root
 # and no sudo, no network); the browser test then skips and says why.
 set -euo pipefail
-if [ -n "${CAPT_CHROMIUM:-}" ] && [ -x "${CAPT_CHROMIUM}" ]; then exit 0; fi
+if [ -n "${CAPT_CHROMIUM:-}" ]; then
+  [ -x "${CAPT_CHROMIUM}" ] && exit 0
+  echo "install_browser: CAPT_CHROMIUM=${CAPT_CHROMIUM} is not an executable; unset it or point it at chromium" >&2
+  exit 1
+fi
 for name in chromium chromium-browser google-chrome google-chrome-stable; do
   if command -v "$name" >/dev/null 2>&1; then exit 0; fi
 done

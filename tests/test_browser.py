@@ -8,6 +8,7 @@ Chromium comes from scripts/install_browser.sh; without it these tests skip and 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,9 @@ BOOK_DIRS = ("book", "_static", "_templates", "_ext")
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None,
-    reason="no Chromium: scripts/install_browser.sh could not install it (needs apt-get and root); "
-           "or set CAPT_CHROMIUM=/path/to/chromium")
+    reason=f"CAPT_CHROMIUM={os.environ['CAPT_CHROMIUM']} is not an executable" if os.environ.get("CAPT_CHROMIUM")
+    else "no Chromium: scripts/install_browser.sh could not install it (needs apt-get and root); "
+         "or set CAPT_CHROMIUM=/path/to/chromium")
 
 
 
