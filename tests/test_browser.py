@@ -31,7 +31,6 @@ pytestmark = pytest.mark.skipif(
          "or set CAPT_CHROMIUM=/path/to/chromium")
 
 
-
 def _page(tmp_path: Path, body: str, name: str = "page.html") -> Path:
     # The column is 600px of content (plus padding that must not count), like the theme's <article>.
     html = f"""<!doctype html><html><head><meta charset="utf-8"><style>
