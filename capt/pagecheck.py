@@ -220,6 +220,7 @@ class PageReport:
     external: list[str] = field(default_factory=list)  # blocked on purpose (the check runs offline)
     images: list[dict] = field(default_factory=list)
     tables: list[dict] = field(default_factory=list)
+    scrolled_text: list[dict] = field(default_factory=list)  # output text wider than its box (a note)
 
     def __repr__(self) -> str:  # pytest prints the reports beside a failure; the lines say the rest
         return (f"PageReport({self.page!r}: {len(self.images)} images, {len(self.tables)} tables, "
@@ -229,6 +230,8 @@ class PageReport:
         """What is worth knowing but is no defect of the page."""
         out = [f"{self.page}: console.error: {c}" for c in self.console_errors]
         out += [f"{self.page}: not loaded (external, blocked: the check runs offline): {u}" for u in self.external]
+        out += [f"{self.page}: output text in a horizontal scroll box (section {t['section']!r}, {t['scroll_width']}px "
+                f"in {t['width']}px): {t['line']!r}" for t in self.scrolled_text]
         return out
 
     def load_problems(self) -> list[str]:
@@ -281,7 +284,7 @@ def check_page(browser: Chromium, path: str | Path, viewport: tuple[int, int] = 
         events = [e for e in browser.events if e.get("sessionId") == s]
         browser.close(s)
     report.column, report.column_width = m["column"], m["column_width"]
-    report.images, report.tables = m["images"], m["tables"]
+    report.images, report.tables, report.scrolled_text = m["images"], m["tables"], m["scrolled_text"]
     requests = {}
     for e in events:
         method, p = e.get("method"), e.get("params", {})

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,16 @@ def test_figures_errors_and_failed_loads_are_reported(browser, tmp_path):
         "'missing.png'", "'https://example.invalid/x.png'"]
 
 
+def test_output_text_in_a_scroll_box_is_a_note(browser, tmp_path):
+    verdict = "capt ties with apt " * 20
+    page = _page(tmp_path, f'<div class="cell_output"><pre style="overflow-x: auto">{verdict}\nshort</pre></div>'
+                           '<div class="cell_output"><pre style="overflow-x: auto">fits</pre></div>')
+    r = check_page(browser, page)
+    [t] = r.scrolled_text
+    assert (t["line"], t["width"]) == (verdict.strip()[:80], 600) and t["scroll_width"] > 600
+    assert r.problems() == [] and len(r.notes()) == 1 and "output text in a horizontal scroll box" in r.notes()[0]
+
+
 def test_screenshot_is_the_first_screen(tmp_path):
     page = _page(tmp_path, "<p>hello</p>")
     out = screenshot(page, tmp_path / "shots" / "first.png", viewport=(640, 360))
@@ -144,7 +155,11 @@ def built_book(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def book_reports(built_book):
-    return check_pages(book_pages(built_book), root=built_book)
+    reports = check_pages(book_pages(built_book), root=built_book)
+    notes = [n for r in reports for n in r.notes()]
+    if notes:  # not defects (external scripts, output text in scroll boxes), but worth seeing in the log
+        warnings.warn("browser check notes:" + _listing(notes), stacklevel=1)
+    return reports
 
 
 def _listing(lines: list[str]) -> str:

@@ -39,5 +39,10 @@
             width: Math.max(t.getBoundingClientRect().width, t.scrollWidth), columns: head.slice(0, 4),
             scroll_box: box};
   });
-  return {title: document.title, column: name(col), column_width: colWidth, images, tables: out};
+  // Cell output text (a verdict, a printed summary) that only a horizontal scroll would reveal.
+  const text = [...col.querySelectorAll('.cell_output pre, .output pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 0.5 && p.checkVisibility())
+    .map(p => ({section: heading(p), width: p.clientWidth, scroll_width: p.scrollWidth,
+                line: p.textContent.split('\n').reduce((a, l) => (l.length > a.length ? l : a), '').trim().slice(0, 80)}));
+  return {title: document.title, column: name(col), column_width: colWidth, images, tables: out, scrolled_text: text};
 })()
