@@ -103,7 +103,7 @@ def test_ce_adv_objective():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(kind="magic"), "unknown objective 'magic'; valid choices: none, ce_adv, trades, capt"),
+    (dict(kind="magic"), "unknown objective 'magic'; valid choices: none, ce_adv, trades, fap, capt"),
     (dict(alpha="random"), "unknown alpha strategy 'random'; valid choices: frozen_confidence, fixed"),
     (dict(ce_on="neither"), "unknown ce_on 'neither'; valid choices: clean, adv, both"),
     (dict(lam=-1.0), "lambda"),

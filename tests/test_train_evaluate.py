@@ -19,14 +19,13 @@ def dataset(classnames):
 
 def build(tiny_clip, classnames, method="capt", seed=0):
     seed_everything(seed)
-    m = capt.get_method(method)
-    return capt.PromptedCLIP(tiny_clip, classnames, prompt=m.prompt, n_ctx=2, depth=2)
+    return capt.get_method(method).build(tiny_clip, classnames, n_ctx=2, depth=2)
 
 
 CFG = dict(epochs=3, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, seed=3, checkpoint_every=2)
 
 
-@pytest.mark.parametrize("method", ["capt", "apt"])
+@pytest.mark.parametrize("method", ["capt", "apt", "fap"])
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_clip, classnames, dataset, tmp_path, method):
     cfg = TrainConfig(**CFG)
     full = build(tiny_clip, classnames, method)
