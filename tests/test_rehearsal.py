@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OVERRIDES = {
     "epochs": 1, "shots": [1], "seeds": [1],
-    "max_n": 2, "aa_n": 1,
+    "max_n": 1, "aa_n": 1,
     "train_steps": 1, "pgd_steps": 1, "steps_list": [1],
 }
 
@@ -75,9 +75,11 @@ def test_paper_profile_dress_rehearsal(tmp_path):
            "--set", *[f"{k}={v}" for k, v in sets.items()]]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    log = tmp_path / "capt-run.log"  # followed live with `tail -f` while it runs
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=3600)
     wall = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, log.read_text()[-8000:]
 
     chapters = notebook_names(load_profile("paper"))
     assert chapters == ["01_zeroshot_robustness", "02_in_distribution", "03_distribution_shift",
