@@ -351,7 +351,7 @@ CASES: dict[str, Case] = {
                         "ValueError", r"an attack must be a name, a dict or an AttackSpec, got 42"),
     # objectives, methods, training
     "objective-kind": Case(L, "`Objective('mse')`", lambda c: Objective("mse"), "ValueError",
-                           r"unknown objective 'mse'; valid choices: none, ce_adv, trades, capt"),
+                           r"unknown objective 'mse'; valid choices: none, ce_adv, trades, fap, capt"),
     "objective-alpha": Case(L, "`Objective(alpha='magic')`", lambda c: Objective(alpha="magic"), "ValueError",
                             r"unknown alpha strategy 'magic'; valid choices: frozen_confidence, fixed"),
     "objective-lam": Case(L, "`Objective(lam=-1)`", lambda c: Objective(lam=-1), "ValueError",
