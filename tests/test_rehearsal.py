@@ -59,6 +59,7 @@ def test_weights_file_loads_through_the_openai_path_with_quick_gelu(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 600 s per test is for unit tests; see the module docstring for the cost
 def test_paper_profile_dress_rehearsal(tmp_path):
     import nbformat
 
