@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-METHOD_ORDER = ["zeroshot", "apt", "advvpt", "advvlp", "advmaple", "fap", "capt"]
+METHOD_ORDER = ["zeroshot", "apt", "advvpt", "advvlp", "advmaple", "trades_maple", "fap", "capt"]
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
 
 
