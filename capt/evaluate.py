@@ -85,9 +85,12 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
     Each row keeps its per-image outcomes (``correct_mask``, :func:`capt.results.encode_mask`, in the
     evaluated order) and the attack's image-tower forward+backward passes per image (``passes``).
 
-    Per batch the attacks run weakest family first (clean, noise, weak, strong). An ``ensemble`` kind
+    Per-image outcomes are worst cases by construction. The clean image lies in every ball, so an image
+    misclassified clean counts as misclassified under every attack (robust <= clean per image). Per
+    batch the attacks run weakest family first (clean, noise, weak, strong); an ``ensemble`` kind
     (``aa``) skips the images a weaker attack of the same call at no larger eps already broke, and its
-    outcome is the worst case over itself and them: robust <= clean and aa <= PGD hold per image.
+    outcome is the worst case over itself (every iterate it tried and the image it returns) and them
+    (aa <= PGD per image when both are in the call).
 
     Everything runs in float32 (no autocast, also on CUDA: half-precision logits can mask gradients).
     Each batch's random starts depend only on ``seed`` and the batch's position (:func:`batch_seed`).
@@ -158,6 +161,8 @@ class EvaluationInterrupted(RuntimeError):
 
 def _evaluate_batch(model, specs, order, x, y, text_features, seed: int) -> dict:
     """Per-image outcomes, seconds and passes of every attack on one batch (weakest family first)."""
+    with torch.no_grad():  # the clean image lies in every ball: an image wrong when clean is wrong under attack
+        clean = model.logits_from_features(model.encode_image(x), text_features).argmax(1) == y
     correct, out = {}, {}
     for i in order:
         spec = specs[i]
@@ -167,6 +172,7 @@ def _evaluate_batch(model, specs, order, x, y, text_features, seed: int) -> dict
         x_eval = attack(x, y, skip=skip) if skip is not None else attack(x, y)
         with torch.no_grad():
             ok = model.logits_from_features(model.encode_image(x_eval), text_features).argmax(1) == y
+        ok &= clean
         stats = getattr(attack, "stats", None)
         if isinstance(attack, CaptAutoAttack):
             ok &= attack.last_correct  # its own forward passes count too (a worst case over every image tried)
