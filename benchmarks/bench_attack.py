@@ -15,7 +15,8 @@ images of the source task, in one run (interleaved when ``--repeats`` > 1, media
 - ``torchattacks``: torchattacks' APGD (CE) then APGDT (9 targets), each on the images still standing,
   driving the same :class:`capt.attacks.FixedTextClassifier`.
 
-It reports wall time and the ratios reference / aa and torchattacks / aa, robust accuracy of each and
+It reports wall time and the ratios reference / aa and torchattacks / aa (and the same in process CPU
+time, steadier on a shared machine with one thread), robust accuracy of each and
 per-image agreement with ``aa`` (the ratio is only meaningful at equal outcomes), and image-tower
 forward+backward passes per image (counted for all three by wrapping the classifier) against the
 fixed-budget floor ``steps x (1 + 9)`` (every image through every run).
@@ -140,14 +141,16 @@ def speed(args) -> list[dict]:
     if args.standard:
         fns["reference standard"] = lambda: run_reference(model, x, y, eps, args.steps, standard=True)
     times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}  # process CPU time: with one thread, a fairer measure on a shared machine
     out = {}
     for _ in range(args.repeats):
         for k, fn in fns.items():
             _sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out[k] = fn()
             _sync()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     with torch.no_grad():
         clean = (FixedTextClassifier(model)(x).argmax(1) == y).cpu()
     floor = args.steps * (1 + min(9, len(model.classnames) - 1))
@@ -156,7 +159,9 @@ def speed(args) -> list[dict]:
     for k in fns:
         correct, passes = out[k]
         t = statistics.median(times[k])
+        c = statistics.median(cpu[k])
         rows.append({"attack": k, "seconds": t, "ratio_to_aa": t / statistics.median(times["aa"]),
+                     "cpu_seconds": c, "cpu_ratio_to_aa": c / statistics.median(cpu["aa"]),
                      "robust_acc": 100.0 * float(correct.float().mean()),
                      "agree_with_aa": 100.0 * float((correct == mine).float().mean()),
                      "passes_per_image": passes, "floor_over_passes": floor / passes if passes else float("nan")})
