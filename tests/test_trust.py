@@ -3,7 +3,8 @@
 On a fixed subset of ``mini_shape``'s test split, for zero-shot CLIP and for a briefly CAPT-tuned model:
 robust accuracy falls monotonically with the L-inf radius; an unbounded attack (eps = 1) leaves almost
 nothing; uniform noise of the same radius hurts far less than PGD; more PGD steps never help the model
-beyond noise; and AutoAttack (standard settings, from torchattacks' parts) is at least as strong as PGD-100.
+beyond noise; and AutoAttack (standard settings, from torchattacks' parts) is at least as strong as PGD-100,
+and capt's own ``aa`` as strong as it.
 (Carlini and Wagner's and Athalye et al.'s checklists; the book's attack-strength chapter runs the same
 checks at scale.)
 """
@@ -107,8 +108,12 @@ def test_more_pgd_steps_never_help_beyond_noise(models, test_set):
 def test_autoattack_is_at_least_as_strong_as_pgd100(models, test_set):
     spec_pgd = AttackSpec("pgd", eps=4 / 255, steps=100)
     spec_aa = AttackSpec("autoattack", eps=4 / 255)
-    rows = evaluate(models["zeroshot"], test_set, ["clean", spec_pgd, spec_aa], max_n=N_AA, seed=0, progress=False)
-    clean, pgd100, aa = rows["accuracy"].tolist()
+    spec_capt_aa = AttackSpec("aa", eps=4 / 255)
+    rows = evaluate(models["zeroshot"], test_set, ["clean", spec_pgd, spec_aa, spec_capt_aa], max_n=N_AA, seed=0,
+                    progress=False)
+    clean, pgd100, aa, capt_aa = rows["accuracy"].tolist()
     assert aa <= pgd100 <= clean, (clean, pgd100, aa)
     assert clean >= 90
-
+    # capt's aa (APGD-CE + APGD-T, the worst case with PGD-100) is as strong as torchattacks' whole standard
+    # AutoAttack (which adds FAB-T and Square) to within one image
+    assert capt_aa <= pgd100 and capt_aa <= aa + 100 / N_AA, (pgd100, aa, capt_aa)
