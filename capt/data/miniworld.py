@@ -191,16 +191,16 @@ class Look:
     hue_jitter: float = 13.0  # degrees either way; neighbouring hues are 23-47 degrees apart
     saturation: tuple[float, float] = (0.5, 1.0)
     value: tuple[float, float] = (0.6, 1.0)
-    small_scale: tuple[float, float] = (5.2, 7.0)
-    large_scale: tuple[float, float] = (8.8, 11.5)
+    small_scale: tuple[float, float] = (6.5, 8.0)
+    large_scale: tuple[float, float] = (10.5, 12.5)
     rotation_deg: float = 15.0
     centre_jitter: float = 2.0
     bg_level: tuple[float, float] = (18.0, 115.0)
     outline: tuple[float, float] = (1.6, 2.6)
     sketch_outline: tuple[float, float] = (1.4, 2.2)
-    clutter_frac: float = 0.5  # share of images crossed by thin clutter lines (occluders)
+    clutter_frac: float = 0.25  # share of images crossed by thin clutter lines (occluders)
     clutter_lines: int = 2
-    noise: float = 6.0
+    noise: float = 4.0
     mode: str = "photo"  # photo | pencil | hard | rendition
 
 
@@ -217,7 +217,7 @@ def _transform(rng, a, look: Look, n: int):
     c = IMAGE_SIZE / 2
     jx = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
     jy = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
-    room = (c - scale * 1.05 - 0.5) * rng.uniform(0.35, 1.0, n)  # off-centre by a varying amount
+    room = (c - scale * 1.05 - 0.5) * rng.uniform(0.6, 1.0, n)  # off-centre by a varying amount
     pos = a["position"]
     cx = c + jx + np.where(pos == 1, -room, 0) + np.where(pos == 2, room, 0)
     cy = c + jy + np.where(pos == 3, -room, 0) + np.where(pos == 4, room, 0)
@@ -444,8 +444,8 @@ def caption_attributes(rng: np.random.Generator, attrs: dict[str, np.ndarray]) -
     def name(k, p):
         c[k] = np.where(rng.random(n) < p, attrs[k], -1)
 
-    name("shape", 0.85)
-    name("colour", 0.75)
+    name("shape", 0.95)  # shape needs more signal than colour, which the model picks up first
+    name("colour", 0.6)
     c["colour"] = np.where(attrs["colour"] == GREY, -1, c["colour"])
     name("size", 0.45)
     name("fill", 0.45)
@@ -511,7 +511,7 @@ def caption_matches(image_attrs: dict[str, np.ndarray], cap_attrs: dict[str, np.
     return m
 
 
-def pretrain_batch(step_seed: int, n: int, *, grey_frac: float = 0.15, sketch_frac: float = 0.15):
+def pretrain_batch(step_seed: int, n: int, *, grey_frac: float = 0.25, sketch_frac: float = 0.15):
     """One batch of the pretraining stream: images uint8 (N,3,H,W), captions, and the match matrix.
 
     All fourteen shapes appear; some objects are grey (their captions name no colour) and some are
@@ -595,8 +595,8 @@ _task(MiniTask("mini_grey_shape", "target", SHAPES, ("an image of the {}.",),
 _SHIFT_SIZES = {"test": 5}  # 500 images each
 _task(MiniTask("mini_source_v2", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
                "mini_source re-sampled with a slightly different collection process (ImageNet-V2's role)",
-               look=Look(hue_jitter=17.0, saturation=(0.42, 1.0), value=(0.5, 1.0), small_scale=(4.3, 6.4),
-                         large_scale=(7.6, 10.5), rotation_deg=22.0, bg_level=(15.0, 135.0),
+               look=Look(hue_jitter=17.0, saturation=(0.42, 1.0), value=(0.5, 1.0), small_scale=(5.8, 8.2),
+                         large_scale=(9.8, 12.5), rotation_deg=22.0, bg_level=(15.0, 135.0),
                          clutter_frac=0.6),
                shift_of="mini_source", shapes=_NS))
 _task(MiniTask("mini_source_sketch", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
