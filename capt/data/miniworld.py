@@ -7,7 +7,7 @@ the book) runs offline and on any machine. The world is a miniature of the paper
   jittered, or an achromatic grey object whose captions name no colour), ``size`` (small/large),
   ``fill`` (filled/outlined/striped), ``background`` (plain/noisy/striped/checkered, and white paper for
   sketches), ``position`` (centre/left/right/top/bottom; only small objects move off-centre) and a
-  rendering ``style``; half of all images are crossed by thin clutter lines.
+  rendering ``style``; a quarter of all images are crossed by thin clutter lines.
 * ``mini_source`` (10 hues x 10 shapes, 100 confusable classes, 200 training images per class, 2,000
   test images) plays ImageNet: hard enough that the frozen mini CLIP is often wrong or unsure.
   Eight ``role="target"`` tasks play the cross-dataset targets: each has a label space of its own (other
@@ -646,7 +646,7 @@ def build(task: str, split: str) -> TensorImages:
 
 
 def task_attributes(task: str, split: str) -> dict[str, np.ndarray]:
-    """The attributes behind every image of a split (for analyses, e.g. accuracy on held-out combos)."""
+    """The attributes behind every image of a split (for analyses, e.g. accuracy per shape or fill)."""
     return {k: v.copy() for k, v in _cached(task, split)[2].items()}
 
 
