@@ -12,10 +12,17 @@ with a fixed thread count and deterministic algorithms, so the same command on t
 the same checkpoint bytes. The checkpoint (weights stored as float16) and the report are written
 atomically (temporary file, then ``os.replace``).
 
-The report holds, for every mini dataset, the zero-shot accuracy with its hand-crafted template (no
-tuning) and chance level, the held-out combinations' accuracy as part of the full 80-class source
-label set, and robust accuracy under a small L-inf PGD-10 (random start, step eps/4) on the source
-test set.
+The report (``capt/assets/mini_clip.json``, shown in the mini-world chapter) holds, for every mini
+dataset, the zero-shot accuracy with its hand-crafted template (no tuning) and chance level; the frozen
+CLIP's confidence in the true class on the source's training images (what CAPT's alpha reads); how much
+three seeds' 16-shot sets overlap; robust accuracy on the source under capt's L-inf PGD-50 for a sweep
+of eps and torchattacks' APGD-CE-100 at the book's eps (:data:`BOOK_EPS`); PGD-50 at the book's eps on
+every target and shift; and the checks of issue 14 (source clean 55-75 %, source robust <= 5 %, targets'
+mean clean 50-80 % with none >= 95 %, targets' mean robust <= 10 %, shifts below the source and >= 2x
+chance, confidence spread, 16-shot overlap < 15 %).
+
+One thread is the default: on a shared machine a second thread mostly waits for its partner, and the
+thread count is part of what makes the checkpoint bytes reproducible.
 """
 
 from __future__ import annotations
@@ -36,17 +43,24 @@ import torch
 import torch.nn.functional as F
 
 from capt.data import load_dataset
+from capt.models import load_clip
 from capt.data import miniworld as mw
 from capt.mini_model import (DEFAULT_CHECKPOINT, MEAN, MODEL_CONFIG, STD, MiniTokenizer, build_mini,
                              count_parameters, load_mini)
 
-GOLDEN_SUBSET = {"mini_source": 200, "mini_shape": 200}  # first N test images; tests recompute these
-PGD_EPS = (1, 2, 4, 8)  # /255
-PGD_STEPS = 10
+GOLDEN_SUBSET = {"mini_source": 400, "mini_shape": 200}  # first N test images; tests recompute these
+BOOK_EPS = 4 / 255  # the mini book's threat model (train and test eps): zero-shot robustness sits near ViT-B/32's at 1/255
+PGD_EPS = (0.5, 1, 2, 4)  # /255, the sweep on the source (first SWEEP_N test images, PGD-SWEEP_STEPS)
+SWEEP_N = 1000
+SWEEP_STEPS = 20
+PGD_STEPS = 50  # at the book's eps: the whole source test set, every target and shift
+APGD_STEPS = 100
+FEW_SHOT = 16
+FEW_SHOT_SEEDS = (1, 2, 3)
 
 
 # ----------------------------------------------------------------------------------------------
-# Zero-shot evaluation and a tiny PGD (the library's attack module is the real one)
+# Zero-shot evaluation with the library's own prompted model and attacks
 # ----------------------------------------------------------------------------------------------
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -54,117 +68,142 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-@torch.no_grad()
-def text_classifier(model, tokenizer, classnames, templates) -> torch.Tensor:
-    """(C, D) unit text embeddings, averaged over templates."""
-    feats = []
-    for c in classnames:
-        t = model.encode_text(tokenizer([tpl.format(c) for tpl in templates]), normalize=True)
-        feats.append(F.normalize(t.mean(0), dim=-1))
-    return torch.stack(feats)
+def zero_shot_model(bundle, ds):
+    """The frozen CLIP with the dataset's hand-crafted template (``prompt="none"``)."""
+    from capt.prompts import PromptedCLIP
+
+    return PromptedCLIP(bundle, list(ds.classnames), prompt="none", template=list(ds.templates)).eval()
 
 
-def logits_for(model, text_feats, x01: torch.Tensor) -> torch.Tensor:
-    img = model.encode_image(_normalise(x01), normalize=True)
-    return model.logit_scale.exp() * img @ text_feats.T
-
-
-@torch.no_grad()
-def zero_shot(model, tokenizer, ds, classnames=None, templates=None, limit=None, batch=500):
-    """Accuracy of zero-shot classification of ``ds`` (optionally with other class names/templates)."""
-    text = text_classifier(model, tokenizer, classnames or ds.classnames, templates or ds.templates)
+def _tensors(ds, limit=None):
     n = len(ds) if limit is None else min(limit, len(ds))
+    x = torch.stack([ds[i][0] for i in range(n)])
+    y = torch.tensor([ds[i][1] for i in range(n)])
+    return x, y
+
+
+@torch.no_grad()
+def _predict(model, text, x, batch=1000):
+    return torch.cat([model.logits_from_features(model.encode_image(x[s:s + batch]), text)
+                      for s in range(0, len(x), batch)])
+
+
+def accuracy(bundle, ds, eps: float = 0.0, attack: str = "pgd", limit=None, batch: int = 500, seed: int = 0,
+             steps: int | None = None):
+    """Accuracy of the zero-shot classifier, clean (``eps=0``) or under an L-inf attack: capt's PGD
+    (``steps=PGD_STEPS``, random start, step eps/4) or torchattacks' APGD-CE (``APGD_STEPS``)."""
+    from capt.attacks import AttackSpec, make_attack
+
+    model = zero_shot_model(bundle, ds)
+    x, y = _tensors(ds, limit)
+    with torch.no_grad():
+        text = model.encode_text()
+    right = _predict(model, text, x).argmax(1) == y
+    if eps == 0:
+        return right.float().mean().item()
+    steps = steps or (PGD_STEPS if attack == "pgd" else APGD_STEPS)
+    run = make_attack(AttackSpec(attack, eps=eps, steps=steps), model, num_classes=len(ds.classnames), seed=seed,
+                      text_features=text)
+    xs, ys = x[right], y[right]  # an image the clean model gets wrong counts as wrong: attack the rest
     correct = 0
-    for s in range(0, n, batch):
-        idx = range(s, min(n, s + batch))
-        x = torch.stack([ds[i][0] for i in idx])
-        y = torch.tensor([ds[i][1] for i in idx])
-        correct += (logits_for(model, text, x).argmax(1) == y).sum().item()
-    return correct / n
+    for s in range(0, len(xs), batch):
+        adv = run(xs[s:s + batch], ys[s:s + batch])
+        correct += (_predict(model, text, adv).argmax(1) == ys[s:s + batch]).sum().item()
+    return correct / len(x)
 
 
-def pgd_accuracy(model, tokenizer, ds, eps: float, steps: int = PGD_STEPS, batch: int = 400, seed: int = 0):
-    """Robust accuracy under L-inf PGD with random start, step eps/4, maximising cross-entropy."""
-    text = text_classifier(model, tokenizer, ds.classnames, ds.templates)
-    gen = torch.Generator().manual_seed(seed)
-    correct = 0
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for s in range(0, len(ds), batch):
-        idx = range(s, min(len(ds), s + batch))
-        x = torch.stack([ds[i][0] for i in idx])
-        y = torch.tensor([ds[i][1] for i in idx])
-        delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
-        for _ in range(steps):
-            loss = F.cross_entropy(logits_for(model, text, x + delta), y)
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                delta += (eps / 4) * grad.sign()
-                delta.clamp_(-eps, eps)
-                delta.copy_((x + delta).clamp(0, 1) - x)
-        with torch.no_grad():
-            correct += (logits_for(model, text, x + delta).argmax(1) == y).sum().item()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return correct / len(ds)
+@torch.no_grad()
+def true_class_confidence(bundle, ds) -> np.ndarray:
+    """The frozen CLIP's softmax probability of the true class (what CAPT's alpha reads)."""
+    model = zero_shot_model(bundle, ds)
+    x, y = _tensors(ds)
+    text = model.encode_text()
+    p = _predict(model, text, x).softmax(1)
+    return p[torch.arange(len(y)), y].numpy()
 
 
-def heldout_in_source(model, tokenizer) -> float:
-    """Accuracy on the held-out combinations, classified among all 80 source classes."""
-    ds = load_dataset("mini_heldout", "test")
-    src = mw.TASKS["mini_source"]
-    mapping = [src.classnames.index(c) for c in ds.classnames]
-    ds80 = ds.relabel(list(src.classnames), {k: v for k, v in enumerate(mapping)})
-    return zero_shot(model, tokenizer, ds80, templates=list(src.templates))
+def few_shot_overlap(name: str = "mini_source") -> dict:
+    """Share of images two seeds' 16-shot training sets have in common (largest over seed pairs)."""
+    from capt.data.fewshot import sample_few_shot
+
+    train = load_dataset(name, "train")
+    keys = {s: set(sample_few_shot(train, FEW_SHOT, seed=s).keys) for s in FEW_SHOT_SEEDS}
+    pairs = {f"{a}-{b}": len(keys[a] & keys[b]) / len(keys[a])
+             for i, a in enumerate(FEW_SHOT_SEEDS) for b in FEW_SHOT_SEEDS[i + 1:]}
+    return {"shots": FEW_SHOT, "seeds": list(FEW_SHOT_SEEDS), "pairs": {k: round(v, 4) for k, v in pairs.items()},
+            "max": round(max(pairs.values()), 4), "train_per_class": len(train) // train.num_classes}
 
 
-def competence_report(model, tokenizer, pgd: bool = True, log=print) -> dict:
-    model.eval()
-    report = {"zero_shot": {}, "golden": {}}
+def competence_report(bundle, pgd: bool = True, log=print) -> dict:
+    report = {"book_eps": BOOK_EPS, "zero_shot": {}, "golden": {}}
     for name, task in mw.TASKS.items():
         ds = load_dataset(name, "test")
-        acc = zero_shot(model, tokenizer, ds)
+        acc = accuracy(bundle, ds)
         chance = 1.0 / len(task.classnames)
         report["zero_shot"][name] = {"acc": round(acc, 4), "chance": round(chance, 4), "n": len(ds),
                                      "classes": len(task.classnames), "role": task.role,
                                      "template": task.templates[0]}
         log(f"  {name:<20s} {task.role:<7s} {acc * 100:6.1f} %   (chance {chance * 100:5.1f} %, n={len(ds)})")
-    h = heldout_in_source(model, tokenizer)
-    report["heldout_in_source_80way"] = round(h, 4)
-    log(f"  {'held-out in source':<20s} 80-way  {h * 100:6.1f} %   (chance {100 / 80:5.1f} %)")
     for name, n in GOLDEN_SUBSET.items():
-        ds = load_dataset(name, "test")
-        report["golden"][name] = {"n": n, "acc": zero_shot(model, tokenizer, ds, limit=n)}
+        report["golden"][name] = {"n": n, "acc": accuracy(bundle, load_dataset(name, "test"), limit=n)}
+    conf = true_class_confidence(bundle, load_dataset("mini_source", "train"))
+    report["source_train_confidence"] = {
+        "n": int(len(conf)), "mean": round(float(conf.mean()), 4), "std": round(float(conf.std()), 4),
+        "below_0.5": round(float((conf < 0.5).mean()), 4),
+        "quantiles": {str(q): round(float(np.quantile(conf, q)), 4) for q in (0.1, 0.25, 0.5, 0.75, 0.9)}}
+    c = report["source_train_confidence"]
+    log(f"  frozen confidence in the true class (source train): mean {c['mean']:.3f}, std {c['std']:.3f}, "
+        f"below 0.5 on {c['below_0.5'] * 100:.1f} %")
+    report["few_shot_overlap"] = few_shot_overlap()
+    log(f"  16-shot overlap between seeds: max {report['few_shot_overlap']['max'] * 100:.1f} %")
     if pgd:
-        ds = load_dataset("mini_source", "test")
-        rob = {"0": report["zero_shot"]["mini_source"]["acc"]}
+        src = load_dataset("mini_source", "test")
+        rob = {"0": round(accuracy(bundle, src, limit=SWEEP_N), 4)}
         for e in PGD_EPS:
-            rob[str(e)] = round(pgd_accuracy(model, tokenizer, ds, e / 255), 4)
-            log(f"  PGD-{PGD_STEPS} eps={e}/255 on mini_source: {rob[str(e)] * 100:5.1f} %")
-        report["pgd10_mini_source"] = {"eps_over_255": rob, "steps": PGD_STEPS, "step_size": "eps/4",
-                                       "random_start": True, "n": len(ds)}
+            rob[str(e)] = round(accuracy(bundle, src, e / 255, limit=SWEEP_N, steps=SWEEP_STEPS), 4)
+            log(f"  PGD-{SWEEP_STEPS} eps={e}/255 on mini_source[:{SWEEP_N}]: {rob[str(e)] * 100:5.1f} %")
+        report["pgd_sweep_mini_source"] = {"eps_over_255": rob, "steps": SWEEP_STEPS, "step_size": "eps/4",
+                                           "random_start": True, "n": SWEEP_N}
+        report["pgd_mini_source"] = {"eps": BOOK_EPS, "steps": PGD_STEPS, "n": len(src),
+                                     "acc": round(accuracy(bundle, src, BOOK_EPS), 4)}
+        log(f"  PGD-{PGD_STEPS} at the book's eps on mini_source: {report['pgd_mini_source']['acc'] * 100:5.1f} %")
+        report["apgd_mini_source"] = {"eps": BOOK_EPS, "steps": APGD_STEPS, "attack": "torchattacks APGD-CE",
+                                      "acc": round(accuracy(bundle, src, BOOK_EPS, attack="apgd"), 4)}
+        log(f"  APGD-CE-{APGD_STEPS} at the book's eps on mini_source: {report['apgd_mini_source']['acc'] * 100:5.1f} %")
+        robust = {}
+        for name, task in mw.TASKS.items():
+            if task.role == "source":
+                continue
+            robust[name] = round(accuracy(bundle, load_dataset(name, "test"), BOOK_EPS), 4)
+            log(f"  PGD-{PGD_STEPS} at the book's eps on {name:<20s} {robust[name] * 100:5.1f} %")
+        report["pgd_book_eps"] = {"eps": BOOK_EPS, "steps": PGD_STEPS, "acc": robust}
     report["checks"] = _checks(report)
     for k, v in report["checks"].items():
-        log(f"  check {k:<34s} {'ok' if v else 'FAILED'}")
+        log(f"  check {k:<44s} {'ok' if v else 'FAILED'}")
     return report
 
 
 def _checks(r: dict) -> dict:
+    """Issue 14's targets for the zero-shot mini CLIP."""
     z = r["zero_shot"]
     src = z["mini_source"]["acc"]
-    targets = [v for v in z.values() if v["role"] == "target"]
+    targets = [v["acc"] for v in z.values() if v["role"] == "target"]
     shifts = [v for v in z.values() if v["role"] == "shift"]
+    c = r["source_train_confidence"]
     out = {
-        "source >= 85%": src >= 0.85,
-        "shape >= 85%": z["mini_shape"]["acc"] >= 0.85,
-        ">= 6 targets at >= 2x chance": sum(v["acc"] >= 2 * v["chance"] for v in targets) >= 6,
-        "held-out in source >= 50%": r["heldout_in_source_80way"] >= 0.5,
-        "shifts below source": all(v["acc"] < src for v in shifts),
-        "shifts >= 5x chance": all(v["acc"] >= 5 * v["chance"] for v in shifts),
+        "source clean 55-75%": 0.55 <= src <= 0.75,
+        "targets mean clean 50-80%": 0.5 <= float(np.mean(targets)) <= 0.8,
+        "no target >= 95%": max(targets) < 0.95,
+        "shifts below source, >= 2x chance": all(2 * v["chance"] <= v["acc"] < src for v in shifts),
+        "confidence std >= 0.2": c["std"] >= 0.2,
+        "confidence < 0.5 on >= 25%": c["below_0.5"] >= 0.25,
+        "16-shot overlap < 15%": r["few_shot_overlap"]["max"] < 0.15,
     }
-    if "pgd10_mini_source" in r:
-        out["PGD eps=4/255 < clean / 3"] = r["pgd10_mini_source"]["eps_over_255"]["4"] < src / 3
+    if "pgd_mini_source" in r:
+        book = max(r["pgd_mini_source"]["acc"], r["apgd_mini_source"]["acc"])
+        out["source robust <= 5% at book eps"] = book <= 0.05
+        tr = [v for k, v in r["pgd_book_eps"]["acc"].items() if z[k]["role"] == "target"]
+        out["targets mean robust <= 10%"] = float(np.mean(tr)) <= 0.1
     return out
 
 
@@ -178,6 +217,18 @@ def multi_positive_loss(img, txt, scale, match: torch.Tensor) -> torch.Tensor:
     t_i2t = match / match.sum(1, keepdim=True)
     t_t2i = (match / match.sum(0, keepdim=True)).T
     return 0.5 * (F.cross_entropy(logits, t_i2t) + F.cross_entropy(logits.T, t_t2i))
+
+
+def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens, normalize=True)`` run over only the columns up to the batch's last
+    end-of-text token: the causal mask makes the pooled feature independent of the padding after it,
+    and captions are much shorter than the context, so this saves a third of the text tower's work."""
+    length = int((tokens != 0).sum(1).max())
+    x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens[:, :length].argmax(dim=-1)] @ model.text_projection
+    return F.normalize(x, dim=-1)
 
 
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -206,7 +257,7 @@ def pretrain(args, log=print):
         for g in opt.param_groups:
             g["lr"] = _lr(step, args.steps, args.lr, args.warmup)
         img = model.encode_image(_normalise(x), normalize=True)
-        txt = model.encode_text(tok, normalize=True)
+        txt = encode_text_trimmed(model, tok)
         loss = multi_positive_loss(img, txt, model.logit_scale.exp(), m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,13 +301,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--wd", type=float, default=0.1)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--report-only", action="store_true", help="evaluate the checkpoint at --out, train nothing")
     ap.add_argument("--no-pgd", action="store_true", help="skip the PGD part of the report")
@@ -274,16 +325,21 @@ def main(argv=None) -> int:
     else:
         print(f"pretraining the mini CLIP: {args.steps} steps x batch {args.batch}, seed {args.seed}, "
               f"{args.threads} threads", flush=True)
+        cpu0 = time.process_time()
         model, tokenizer, seconds = pretrain(args, log=lambda s: print(s, flush=True))
+        cpu_seconds = time.process_time() - cpu0
         data = checkpoint_bytes(model, tokenizer)
         _atomic_write(out, data)
-        cmd = " ".join(["python", "data_scripts/pretrain_mini.py"] + [a for a in (argv or sys.argv[1:])])
+        # the options that only change what the report evaluates do not change the checkpoint
+        cmd = " ".join(["python", "data_scripts/pretrain_mini.py"]
+                       + [a for a in (argv or sys.argv[1:]) if a not in ("--no-pgd", "--report-only")])
         info = {
             "checkpoint": "capt/assets/mini_clip.pt" if out == DEFAULT_CHECKPOINT.resolve() else str(out),
             "reproduce": cmd,
             "steps": args.steps, "batch": args.batch, "lr": args.lr, "weight_decay": args.wd,
             "warmup": args.warmup, "seed": args.seed, "threads": args.threads,
             "pretrain_seconds": round(seconds, 1),
+            "pretrain_cpu_seconds": round(cpu_seconds, 1),  # wall time depends on what else the machine runs
             "size_bytes": len(data),
             "weights_dtype": "float16 on disk, float32 when loaded",
             "environment": {"torch": torch.__version__, "numpy": np.__version__,
@@ -293,6 +349,7 @@ def main(argv=None) -> int:
     info["sha256"] = hashlib.sha256(data).hexdigest()
     loaded = load_mini(out)  # evaluate exactly what is on disk (float16-rounded weights)
     model, tokenizer = loaded["model"], loaded["tokenizer"]
+    bundle = load_clip("mini", checkpoint=out)
     info["parameters"] = count_parameters(model)
     info["config"] = json.loads(json.dumps(MODEL_CONFIG))
     info["vocab_size"] = len(tokenizer)
@@ -300,7 +357,7 @@ def main(argv=None) -> int:
           f"sha256 {info['sha256']}", flush=True)
     print("competence report (zero-shot, hand-crafted template, no tuning):", flush=True)
     t0 = time.time()
-    info["report"] = competence_report(model, tokenizer, pgd=not args.no_pgd, log=lambda s: print(s, flush=True))
+    info["report"] = competence_report(bundle, pgd=not args.no_pgd, log=lambda s: print(s, flush=True))
     info["report_seconds"] = round(time.time() - t0, 1)
     _atomic_write(report_path, (json.dumps(info, indent=2) + "\n").encode())
     print(f"wrote {report_path}", flush=True)
