@@ -101,16 +101,21 @@ def interval_table(rows: pd.DataFrame, index: Sequence[str], strong: str) -> pd.
     wide = t.pivot_table(index=list(index), columns="metric", values="cell", aggfunc="first")
     wide = wide[[m for m in metrics(rows, strong) if m in wide.columns]].reset_index()
     wide.columns.name = None
-    return _sort(wide), t
+    return _sort(wide, rows), t
 
 
-def _sort(frame: pd.DataFrame) -> pd.DataFrame:
-    if "method" not in frame.columns:
+def _sort(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Methods in the house order; every other key in the order it first appears in the rows."""
+    keys = [c for c in frame.columns if c in ("role", "dataset", "task", "group", "variant", "ablation", "shots",
+                                              "split", "method")]
+    if not keys:
         return frame
-    order = {m: i for i, m in enumerate(method_order(frame["method"]))}
-    keys = [c for c in frame.columns if c in ("dataset", "task", "group", "variant", "shots", "split")]
-    return frame.sort_values([*keys, "method"], key=lambda s: s.map(order) if s.name == "method" else s,
-                             kind="stable").reset_index(drop=True)
+    source = like if like is not None else frame
+    ranks = {}
+    for k in keys:
+        seen = method_order(source[k]) if k == "method" else list(dict.fromkeys(source[k]))
+        ranks[k] = {v: i for i, v in enumerate(seen)}
+    return frame.sort_values(keys, key=lambda s: s.map(ranks[s.name]), kind="stable").reset_index(drop=True)
 
 
 def headline(rows: pd.DataFrame, strong: str, caption: str, by: Sequence[str] = ("method",)) -> Table:
@@ -120,25 +125,26 @@ def headline(rows: pd.DataFrame, strong: str, caption: str, by: Sequence[str] = 
 
 
 def detail(rows: pd.DataFrame, strong: str, index: str | Sequence[str] = "dataset", metric: str | None = None,
-           caption: str = "") -> Table:
-    """Per ``index`` value (rows) and method (columns): the mean accuracy under one metric (the headline
-    robust one by default); with one method, one column per metric instead. Means only, so the table
-    fits the page; the intervals are in the headline table and the saved rows."""
+           caption: str = "", across: str | None = None) -> Table:
+    """Mean accuracy per ``index`` value (rows), one column per method under one metric (the headline
+    robust one by default), or one column per metric (``across="metric"``; the default with one method).
+    Means only, so the table fits the page; the intervals are in the headline table and the saved rows."""
     index = [index] if isinstance(index, str) else list(index)
     r = with_metric(rows, strong)
-    if r["method"].nunique() == 1:
+    across = across or ("metric" if r["method"].nunique() == 1 else "method")
+    if across == "metric":
         t = stats.accuracy_table(r, by=[*index, "metric"])
         wide = t.pivot_table(index=index, columns="metric", values="mean", aggfunc="first", sort=False)
         wide = wide[[m for m in metrics(rows, strong) if m in wide.columns]].round(1).reset_index()
-        wide.columns.name = None
-        return Table(wide, "detail", caption or f"{r['method'].iloc[0]}: accuracy (%), mean per {', '.join(index)}")
-    metric = metric or f"robust ({strong.upper()})"
-    r = r[r["metric"] == metric]
-    t = stats.accuracy_table(r, by=[*index, "method"])
-    wide = t.pivot_table(index=index, columns="method", values="mean", aggfunc="first", sort=False)
-    wide = wide[method_order(wide.columns)].round(1).reset_index()
+        what = "accuracy (%)" if r["method"].nunique() > 1 else f"{r['method'].iloc[0]}: accuracy (%)"
+    else:
+        metric = metric or f"robust ({strong.upper()})"
+        t = stats.accuracy_table(r[r["metric"] == metric], by=[*index, "method"])
+        wide = t.pivot_table(index=index, columns="method", values="mean", aggfunc="first", sort=False)
+        wide = wide[method_order(wide.columns)].round(1).reset_index()
+        what = f"{metric} accuracy (%)"
     wide.columns.name = None
-    return Table(wide, "detail", caption or f"{metric} accuracy (%), mean per {', '.join(index)}")
+    return Table(_sort(wide, rows), "detail", caption or f"{what}, mean per {', '.join(index)}")
 
 
 def figure(rows: pd.DataFrame, strong: str, y: str = "method", title: str = ""):
@@ -162,8 +168,8 @@ def levels(rows: pd.DataFrame, strong: str, by: str, what: str) -> Reading:
         parts.append(f"{m}: {'; '.join(cells)}")
     clean = t[t["metric"] == "clean"]["mean"].mean()
     robust = t[t["metric"] == f"robust ({strong.upper()})"]["mean"].mean()
-    close = (f"**What the evidence supports:** {what} keeps {robust:.1f} % of its accuracy under the headline "
-             f"attack against {clean:.1f} % clean (means over the rows above).")
+    close = (f"**What the evidence supports:** {what} keeps {robust:.1f} % accuracy under the headline attack, "
+             f"against {clean:.1f} % on clean images (means over the groups above).")
     return Reading("\n".join(f"- {p}" for p in parts) + "\n\n" + close)
 
 
@@ -335,7 +341,7 @@ def harmonic_means(rows: pd.DataFrame, strong: str) -> Table:
     wide = m["HM"].unstack("metric").round(1).reset_index()
     wide = wide[["method", *[c for c in metrics(rows, strong) if c in wide.columns]]]
     wide.columns.name = None
-    return Table(_sort(wide), "detail", "Harmonic mean of base and new accuracy (%)")
+    return Table(_sort(wide, rows), "detail", "Harmonic mean of base and new accuracy (%)")
 
 
 def ablation_reading(rows: pd.DataFrame, strong: str, main_keys: set) -> Reading:
