@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install_browser.sh || echo "test.sh: no Chromium, so tests/test_browser.py will skip" >&2
 export PYTHONHASHSEED=0
 # The notebooks are checked as committed (executed with profiles/ci.yaml): start from an empty store
 # so every cell really recomputes what it shows.
