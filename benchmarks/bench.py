@@ -269,11 +269,12 @@ def bench_train(model, dataset, batch: int, n_batches: int, repeats: int = 5, at
     ]
 
 
-def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3, amp: bool = True) -> list[dict]:
-    """Evaluation throughput (images/s) through :func:`capt.evaluate.evaluate`: clean, and PGD-K."""
+def bench_eval(model, dataset, steps: int, batch: int, repeats: int = 3) -> list[dict]:
+    """Evaluation throughput (images/s) through :func:`capt.evaluate.evaluate`: clean, and PGD-K
+    (float32, as evaluation always runs)."""
     times = {"clean": [], "pgd": []}
     fns = {a: (lambda a=a: times[a].append(float(evaluate(model, dataset, [a], steps=steps, batch_size=batch,
-                                                          progress=False, amp=amp)["seconds"].iloc[0])))
+                                                          progress=False)["seconds"].iloc[0])))
            for a in times}
     interleaved(fns, repeats, warmup=0)
     n = len(dataset)
@@ -356,7 +357,7 @@ def main(argv=None) -> int:
     if not args.no_train:
         rows += bench_train(model, data, args.batch, args.train_batches, repeats=args.repeats, amp=amp, full=full)
     if not args.no_eval:
-        rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats, amp=amp)
+        rows += bench_eval(model, data, args.steps, args.batch, repeats=args.repeats)
     for r in rows:
         r.update(model=args.model, **info)
     md = to_markdown(rows, args.model, info)

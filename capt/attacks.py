@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .apgd import TARGETS, AttackStats, auto_attack
 from .validation import check_choice, check_eps, check_number
 
 LOSSES = ("ce", "cw")
-ATTACKS = ("clean", "noise", "pgd", "cw_pgd", "ta_pgd", "apgd", "apgdt", "cw", "autoattack")
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, kappa: float = float("inf")) -> torch.Tensor:
@@ -112,11 +112,78 @@ class FixedTextClassifier(nn.Module):
 
 
 @dataclass(frozen=True)
+class AttackKind:
+    """One row of the table of attack kinds: everything about an attack name lives here.
+
+    ``fields``: the :class:`AttackSpec` fields it reads (others must stay at their defaults, and are left
+    out of its key); ``options``: the option names it accepts; ``impl``: whose code runs it; ``family``:
+    ``clean`` / ``noise`` / ``weak`` (fixed-step gradient attacks) / ``strong`` (AutoAttack-grade);
+    ``ensemble``: its per-image outcome is the worst case over itself and every weaker attack of the same
+    evaluation call at no larger eps; ``cost``: image-tower forward+backward passes per image, given the
+    robust fraction (the sweep's cost model reads it).
+    """
+
+    name: str
+    label: str
+    fields: tuple
+    impl: str
+    family: str
+    cost: Callable[["AttackSpec", float], float]
+    options: tuple = ()
+    ensemble: bool = False
+    doc: str = ""
+
+
+#: Mean forward+backward passes ``aa`` spends on an image it breaks, as a fraction of one APGD run's
+#: ``steps``: measured on the mini CLIP's trained prompts (benchmarks/bench_attack.py); most images fall
+#: within APGD-CE's first few iterations.
+AA_BREAK_FRACTION = 0.1
+#: torchattacks' standard AutoAttack stages after APGD-CE, per surviving image, in forward+backward
+#: passes (APGD-T 9 x (steps+1); FAB-T 9 x steps with about two gradients each; Square's 5000 queries are
+#: forward-only, counted as a third of a pass each).
+_TA_AA_AFTER_CE = lambda steps: 9 * (steps + 1) + 9 * steps * 2 + 5000 / 3  # noqa: E731
+
+
+def _targets(spec) -> int:
+    return int(spec.options.get("targets", TARGETS))
+
+
+KINDS: dict[str, AttackKind] = {k.name: k for k in [
+    AttackKind("clean", "clean", (), "capt", "clean", lambda s, r: 0.0, doc="the images as they are"),
+    AttackKind("noise", "noise", ("eps",), "capt", "noise", lambda s, r: 0.0,
+               doc="uniform noise in the L-inf ball: the floor any attack must beat"),
+    AttackKind("pgd", "pgd-{steps}", ("eps", "steps", "alpha"), "capt", "weak", lambda s, r: float(s.steps),
+               doc="L-inf PGD on cross-entropy, random start, alpha = eps/4 by default"),
+    AttackKind("cw_pgd", "cw_pgd-{steps}", ("eps", "steps", "alpha"), "capt", "weak", lambda s, r: float(s.steps),
+               doc="L-inf PGD on the CW margin"),
+    AttackKind("ta_pgd", "ta_pgd-{steps}", ("eps", "steps", "alpha"), "torchattacks", "weak",
+               lambda s, r: float(s.steps), doc="torchattacks' PGD (the cross-check of capt's PGD)"),
+    AttackKind("apgd", "apgd-{steps}", ("eps", "steps"), "torchattacks", "weak",
+               lambda s, r: float(s.steps + 1), doc="torchattacks' APGD-CE, one restart"),
+    AttackKind("apgdt", "apgdt-{steps}", ("eps", "steps"), "torchattacks", "weak",
+               lambda s, r: 9.0 * (s.steps + 1), doc="torchattacks' APGD-T, 9 target classes"),
+    AttackKind("cw", "cw", ("steps",), "torchattacks", "weak", lambda s, r: float(s.steps), options=("c", "lr"),
+               doc="torchattacks' L2 Carlini-Wagner (no eps)"),
+    AttackKind("aa", "aa", ("eps", "steps"), "capt", "strong",
+               lambda s, r: (r * (1 + _targets(s)) + (1 - r) * AA_BREAK_FRACTION) * s.steps,
+               options=("targets",), ensemble=True,
+               doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on 9 targets), active set"),
+    AttackKind("autoattack", "autoattack", ("eps", "steps"), "torchattacks", "strong",
+               lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), options=("n_queries",),
+               doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)"),
+]}
+ATTACKS = tuple(KINDS)
+FAMILIES = ("clean", "noise", "weak", "strong")
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     """One evaluation attack: ``name`` in :data:`ATTACKS`, L-inf ``eps``, ``steps`` and step ``alpha``
-    (``None``: eps/4). ``clean`` ignores the rest. ``autoattack`` chains torchattacks' APGD-CE, APGD-T
-    (9 target classes), FAB-T (9 targets), each with ``steps`` iterations (100 by default), and Square
-    with 5000 queries: the reference "standard" settings, run by torchattacks' implementations."""
+    (``None``: eps/4), ``options`` (kind-specific, see :data:`KINDS`). A field the kind does not read must
+    stay at its default. ``autoattack`` chains torchattacks' APGD-CE, APGD-T (9 target classes), FAB-T
+    (9 targets), each with ``steps`` iterations (100 by default), and Square with 5000 queries: the
+    reference "standard" settings, run by torchattacks' implementations. ``aa`` is capt's own APGD-CE +
+    APGD-T (``options={"targets": 9}``) with an active set (:mod:`capt.apgd`)."""
 
     name: str
     eps: float = 1 / 255
@@ -130,12 +197,94 @@ class AttackSpec:
         check_number("steps", self.steps, low=1, integer=True)
         if self.alpha is not None:
             check_number("alpha (PGD step size)", self.alpha, low=0)
+        kind = self.kind
+        if self.alpha is not None and "alpha" not in kind.fields:
+            raise ValueError(f"attack {self.name!r} has no step size alpha (it sets its own); drop alpha="
+                             f"{self.alpha!r} (attacks with alpha: "
+                             f"{', '.join(k.name for k in KINDS.values() if 'alpha' in k.fields)})")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"attack options must be a dict, got {self.options!r}")
+        unknown = sorted(set(self.options) - set(kind.options))
+        if unknown:
+            raise ValueError(f"attack {self.name!r} reads no option {', '.join(map(repr, unknown))}; valid "
+                             f"options: {', '.join(kind.options) or 'none'}")
+        if "targets" in self.options:
+            check_number("targets (APGD-T target classes)", self.options["targets"], low=0, integer=True)
+
+    @property
+    def kind(self) -> AttackKind:
+        return KINDS[self.name]
+
+    @property
+    def family(self) -> str:
+        return self.kind.family
 
     @property
     def label(self) -> str:
-        if self.name == "clean":
-            return "clean"
-        return f"{self.name}-{self.steps}" if self.name in ("pgd", "cw_pgd", "ta_pgd", "apgd", "apgdt") else self.name
+        label = self.kind.label.format(steps=self.steps)
+        if self.name == "aa":  # "aa" is the standard protocol; say when it is not
+            if self.steps != 100:
+                label += f"-{self.steps}"
+            if _targets(self) != TARGETS:
+                label += f"-t{_targets(self)}"
+        return label
+
+    @property
+    def key(self) -> str:
+        """A hash of everything that changes this attack's outcome: its name, the fields its kind reads
+        (``alpha`` resolved to its value) and its options."""
+        from .results import stable_key
+
+        d = {"name": self.name, "options": dict(sorted(self.options.items()))}
+        for f in self.kind.fields:
+            d[f] = (self.eps / 4 if self.alpha is None else self.alpha) if f == "alpha" else getattr(self, f)
+        return stable_key(d)
+
+    @property
+    def row_eps(self) -> float:
+        return self.eps if "eps" in self.kind.fields else 0.0
+
+    @property
+    def row_steps(self) -> int:
+        return self.steps if "steps" in self.kind.fields else 0
+
+
+def attack_cost(spec: AttackSpec, robust: float = 0.2) -> float:
+    """Image-tower forward+backward passes per image that ``spec`` spends when a fraction ``robust`` of
+    the images survives it (the table's estimate; the final forward pass of the evaluation not counted)."""
+    check_number("robust (fraction of images that survive)", robust, low=0, high=1)
+    return float(spec.kind.cost(spec, float(robust)))
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The random seed of batch ``batch`` of an evaluation seeded ``seed``: each batch's random starts
+    depend on its own position only, so a resumed evaluation repeats the uninterrupted one."""
+    if batch == 0:
+        return int(seed)
+    from .results import stable_key
+
+    return int(stable_key(["batch", int(seed), int(batch)]), 16) % (2 ** 31)
+
+
+class CaptAutoAttack:
+    """``attack(images, labels, skip=None) -> x_adv`` for ``aa``; ``last_correct`` holds the per-image
+    outcome of the last call and ``stats`` the passes spent (:class:`capt.apgd.AttackStats`)."""
+
+    def __init__(self, spec: AttackSpec, model, text_features: torch.Tensor, seed: int = 0, active: bool = True):
+        self.spec, self.model, self.text_features, self.active = spec, model, text_features, active
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.stats = AttackStats()
+        self.last_correct: torch.Tensor | None = None
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.logits_from_features(self.model.encode_image(images), self.text_features)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        _check_images(images, labels, self.model)
+        correct, x_adv = auto_attack(self.logits, images, labels, self.spec.eps, self.spec.steps, _targets(self.spec),
+                                     generator=self.generator, skip=skip, stats=self.stats, active=self.active)
+        self.last_correct = correct
+        return x_adv
 
 
 def make_attack(spec: AttackSpec, model, num_classes: int | None = None, seed: int = 0,
@@ -147,7 +296,7 @@ def make_attack(spec: AttackSpec, model, num_classes: int | None = None, seed: i
     ``cache_text=False`` lets torchattacks drive the :class:`PromptedCLIP` itself (recomputing text
     features at every step), which the benchmark compares against.
     """
-    if text_features is None and cache_text and spec.name not in ("clean", "noise"):
+    if text_features is None and cache_text and spec.family not in ("clean", "noise"):
         with torch.no_grad():
             text_features = model.encode_text()
     alpha = spec.eps / 4 if spec.alpha is None else spec.alpha
@@ -166,6 +315,11 @@ def make_attack(spec: AttackSpec, model, num_classes: int | None = None, seed: i
                        text_features=text_features, generator=gen)
 
         return run
+    if spec.name == "aa":
+        if text_features is None:
+            with torch.no_grad():
+                text_features = model.encode_text()
+        return CaptAutoAttack(spec, model, text_features.detach(), seed=seed)
     classifier = FixedTextClassifier(model, text_features) if cache_text else model
     return _torchattacks(spec, classifier, model, alpha, num_classes, seed, gen_device)
 
@@ -189,7 +343,7 @@ def _torchattacks(spec: AttackSpec, classifier, model, alpha, num_classes, seed,
     elif spec.name == "autoattack":
         # Assembled from torchattacks' parts with the reference "standard" settings: torchattacks' own
         # AutoAttack class runs 10 steps and all n-1 target classes, the reference 100 steps and 9 targets.
-        targets = min(9, n_classes - 1)
+        targets = min(TARGETS, n_classes - 1)
         common = dict(norm="Linf", eps=spec.eps, n_restarts=1, seed=seed)
         apgdt = torchattacks.APGDT(classifier, steps=spec.steps, n_classes=n_classes, **common)
         fabt = torchattacks.FAB(classifier, steps=spec.steps, multi_targeted=True, n_classes=n_classes, **common)

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import AttackSpec, make_attack
-from .train import autocast_for
+from .attacks import FAMILIES, AttackSpec, CaptAutoAttack, attack_cost, batch_seed, make_attack
+from .io import atomic_write_text
+from .results import MASK_COLUMN, decode_mask, encode_mask
 
-ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "correct", "accuracy", "seconds"]
+#: The columns of an evaluation row. ``family``: the attack's family (clean / noise / weak / strong);
+#: ``passes``: image-tower forward+backward passes per image the attack spent (NaN where torchattacks
+#: runs it and nobody counts); ``depth``/``n_ctx``: the prompt's shape; ``correct_mask``: per-image outcomes.
+ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "correct", "accuracy", "seconds",
+               "family", "passes", "depth", "n_ctx", MASK_COLUMN]
 
 
 def as_attack_spec(a, eps: float | None = None, steps: int | None = None) -> AttackSpec:
@@ -44,15 +52,56 @@ def fixed_subset(dataset, n: int | None, seed: int = 0):
     return dataset.subset(order.tolist())
 
 
+def _ensemble_skip(spec: AttackSpec, specs: Sequence[AttackSpec], correct: dict) -> torch.Tensor | None:
+    """Images a weaker attack of the same call (at no larger eps) already broke: ``spec`` need not attack
+    them, and its outcome is the worst case over itself and them."""
+    rank = FAMILIES.index(spec.family)
+    weaker = [correct[s.key] for s in specs
+              if FAMILIES.index(s.family) < rank and s.row_eps <= spec.row_eps and s.key in correct]
+    if not weaker:
+        return None
+    return ~torch.stack(weaker).all(0)
+
+
+def _load_partial(folder: Path, signature: dict, batch: int):
+    path = folder / f"batch{batch:06d}.json"
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a torn file cannot exist (atomic writes); an unreadable one is recomputed
+    return saved if saved.get("signature") == signature else None
+
+
 def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | None = None, steps: int | None = None,
              batch_size: int = 128, max_n: int | None = None, seed: int = 0, meta: dict | None = None,
-             progress: bool = True, amp: bool = True) -> pd.DataFrame:
+             progress: bool = True, partial_dir: str | Path | None = None,
+             stop_after: int | None = None) -> pd.DataFrame:
     """Accuracy (%) of ``model`` on ``dataset`` under each attack, one row per attack.
 
     ``meta`` fills the identifying columns (dataset, method, shots, seed). Text features are computed
     once for the whole evaluation; ``max_n`` evaluates a fixed seeded subset (e.g. for AutoAttack).
+    Each row keeps its per-image outcomes (``correct_mask``, :func:`capt.results.encode_mask`, in the
+    evaluated order) and the attack's image-tower forward+backward passes per image (``passes``).
+
+    Per-image outcomes are worst cases by construction. The clean image lies in every ball, so an image
+    misclassified clean counts as misclassified under every attack (robust <= clean per image). Per
+    batch the attacks run weakest family first (clean, noise, weak, strong); an ``ensemble`` kind
+    (``aa``) skips the images a weaker attack of the same call at no larger eps already broke, and its
+    outcome is the worst case over itself (every iterate it tried and the image it returns) and them
+    (aa <= PGD per image when both are in the call).
+
+    Everything runs in float32 (no autocast, also on CUDA: half-precision logits can mask gradients).
+    Each batch's random starts depend only on ``seed`` and the batch's position (:func:`batch_seed`).
+    ``partial_dir``: each finished batch's outcomes are written there atomically and reused when the
+    same evaluation is started again, so an interrupted evaluation resumes from its last finished batch
+    (the caller removes the folder once the rows are stored). ``stop_after``: stop (raising
+    :class:`EvaluationInterrupted`) after that many newly computed batches (tests of the resume).
     """
     specs = [as_attack_spec(a, eps, steps) for a in attacks]
+    if len({s.key for s in specs}) != len(specs):
+        raise ValueError(f"the same attack is listed twice in {[s.label for s in specs]}; list each once")
     if len(dataset) == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} is empty: nothing to evaluate")
     if len(dataset.classnames) != len(model.classnames):
@@ -62,28 +111,83 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
     device = model.clip.logit_scale.device
     meta = {"dataset": getattr(dataset, "name", None), "method": None, "shots": None, "seed": None, **(meta or {})}
     model.eval()
-    with torch.no_grad(), autocast_for(device, amp):
-        text_features = model.encode_text()
+    with torch.no_grad():
+        text_features = model.encode_text().float()
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    order = sorted(range(len(specs)), key=lambda i: FAMILIES.index(specs[i].family))
+    signature = {"attacks": [s.key for s in specs], "n": len(data), "batch_size": batch_size, "seed": seed}
+    folder = Path(partial_dir) if partial_dir is not None else None
     from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
+    masks = {s.key: [] for s in specs}
+    seconds = {s.key: 0.0 for s in specs}
+    passes = {s.key: 0 for s in specs}
+    computed = 0
+    for b, (x, y) in enumerate(tqdm(loader, desc="eval " + ", ".join(s.label for s in specs), disable=not progress,
+                                    leave=False)):
+        saved = _load_partial(folder, signature, b) if folder is not None else None
+        if saved is None:
+            if stop_after is not None and computed >= stop_after:
+                raise EvaluationInterrupted(f"stopped after {computed} batch(es) as asked (stop_after)")
+            saved = _evaluate_batch(model, specs, order, x.to(device), y.to(device), text_features,
+                                    batch_seed(seed, b))
+            saved["signature"] = signature
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(json.dumps(saved), folder / f"batch{b:06d}.json")
+            computed += 1
+        for s in specs:
+            r = saved["results"][s.key]
+            masks[s.key].append(decode_mask(r["mask"], len(y)))
+            seconds[s.key] += r["seconds"]
+            passes[s.key] += r["passes"]
+
+    depth = getattr(model, "depth", None)
+    n_ctx = getattr(model, "n_ctx", None) if getattr(model, "prompt", None) != "none" else 0
     rows = []
-    for spec in specs:
-        attack = make_attack(spec, model, num_classes=len(model.classnames), seed=seed, text_features=text_features)
-        correct = n = 0
-        t0 = time.perf_counter()
-        for x, y in tqdm(loader, desc=f"eval {spec.label}", disable=not progress, leave=False):
-            x, y = x.to(device), y.to(device)
-            with autocast_for(device, amp):
-                x_eval = attack(x, y)
-                with torch.inference_mode():
-                    pred = model.logits_from_features(model.encode_image(x_eval), text_features).argmax(1)
-            correct += int((pred == y).sum())
-            n += len(y)
-        rows.append({**meta, "attack": spec.label, "eps": 0.0 if spec.name == "clean" else spec.eps,
-                     "steps": 0 if spec.name in ("clean", "noise") else spec.steps, "n": n, "correct": correct,
-                     "accuracy": 100.0 * correct / n, "seconds": time.perf_counter() - t0})
+    for s in specs:
+        mask = np.concatenate(masks[s.key])
+        n = len(mask)
+        rows.append({**meta, "attack": s.label, "eps": s.row_eps, "steps": s.row_steps, "n": n,
+                     "correct": int(mask.sum()), "accuracy": 100.0 * mask.sum() / n, "seconds": seconds[s.key],
+                     "family": s.family, "passes": passes[s.key] / n, "depth": depth, "n_ctx": n_ctx,
+                     MASK_COLUMN: encode_mask(mask)})
     return pd.DataFrame(rows, columns=list(dict.fromkeys(ROW_COLUMNS + list(meta))))
+
+
+class EvaluationInterrupted(RuntimeError):
+    """An evaluation stopped on purpose (``stop_after``) with its finished batches saved."""
+
+
+def _evaluate_batch(model, specs, order, x, y, text_features, seed: int) -> dict:
+    """Per-image outcomes, seconds and passes of every attack on one batch (weakest family first)."""
+    with torch.no_grad():  # the clean image lies in every ball: an image wrong when clean is wrong under attack
+        clean = model.logits_from_features(model.encode_image(x), text_features).argmax(1) == y
+    correct, out = {}, {}
+    for i in order:
+        spec = specs[i]
+        t0 = time.perf_counter()
+        attack = make_attack(spec, model, num_classes=len(model.classnames), seed=seed, text_features=text_features)
+        skip = _ensemble_skip(spec, specs, correct) if spec.kind.ensemble else None
+        x_eval = attack(x, y, skip=skip) if skip is not None else attack(x, y)
+        with torch.no_grad():
+            ok = model.logits_from_features(model.encode_image(x_eval), text_features).argmax(1) == y
+        ok &= clean
+        stats = getattr(attack, "stats", None)
+        if isinstance(attack, CaptAutoAttack):
+            ok &= attack.last_correct  # its own forward passes count too (a worst case over every image tried)
+        if skip is not None:
+            ok &= ~skip
+        correct[spec.key] = ok
+        if stats is not None:
+            n_passes = stats.fwd_bwd
+        elif spec.kind.impl == "capt":  # fixed budgets: the table's cost is exact
+            n_passes = round(attack_cost(spec) * len(y))
+        else:
+            n_passes = float("nan")  # torchattacks' attacks are not counted
+        out[spec.key] = {"mask": encode_mask(ok.cpu().numpy()), "seconds": time.perf_counter() - t0,
+                         "passes": n_passes}
+    return {"results": out}
 
 
 def accuracy(model, dataset, batch_size: int = 256) -> float:

@@ -4,13 +4,16 @@ A :class:`RunSpec` fully defines one training run (model, source data and class 
 overrides, prompt shape, shots, seed, training hyper-parameters); its hash is the run's key. The
 :class:`Experiment` trains each run once (checkpoint + resume in ``out_dir/runs/<key>``), evaluates it
 on each dataset under each attack once (rows in ``out_dir/results.csv``), and skips whatever is done:
-re-running a notebook, or one interrupted half-way, only computes what is missing.
+re-running a notebook, or one interrupted half-way, only computes what is missing. An evaluation
+interrupted half-way resumes from its last finished batch (``out_dir/partial/<run key>/<evaluation>``,
+removed once its rows are stored).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,7 +21,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from .attacks import AttackSpec
+from .attacks import FAMILIES, AttackSpec
 from .data import LabeledImages, get_spec, load_dataset
 from .data.fewshot import base_new_split, sample_few_shot, validate_shots
 from .evaluate import as_attack_spec, evaluate
@@ -124,12 +127,14 @@ class Experiment:
     """Train and evaluate :class:`RunSpec` s with caching of checkpoints and result rows."""
 
     def __init__(self, out_dir: str | Path = "outputs", data_root: str | Path | None = None,
-                 device: str | None = None, progress: bool = True, batch_size: int = 256):
+                 device: str | None = None, progress: bool = True, batch_size: int = 256,
+                 stop_after: int | None = None):
         self.out_dir = Path(out_dir)
         self.data_root = data_root
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.progress = progress
         self.batch_size = batch_size
+        self.stop_after = stop_after  # tests of the resume: stop each evaluation after this many new batches
         self.store = ResultStore(self.out_dir)
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -173,11 +178,24 @@ class Experiment:
         specs = [as_attack_spec(a) for a in attacks]
         done = self.store.keys()
 
-        def eval_key(ref: DataRef, a: AttackSpec) -> str:
-            return stable_key({"data": asdict(ref), "attack": [a.name, a.eps, a.steps, a.alpha],
-                               "max_n": max_n, "eval_seed": eval_seed})
+        def weaker(a: AttackSpec) -> list[AttackSpec]:
+            """The attacks of this call whose outcomes an ensemble attack ``a`` includes (see evaluate)."""
+            if not a.kind.ensemble:
+                return []
+            rank = FAMILIES.index(a.family)
+            return [b for b in specs if FAMILIES.index(b.family) < rank and b.row_eps <= a.row_eps]
 
-        todo = {ref: [a for a in specs if (spec.key, eval_key(ref, a)) not in done] for ref in refs}
+        def eval_key(ref: DataRef, a: AttackSpec) -> str:
+            # an ensemble attack's outcome depends on the weaker attacks it is combined with: key them too
+            return stable_key({"data": asdict(ref), "attack": a.key, "max_n": max_n, "eval_seed": eval_seed,
+                               **({"with": sorted(b.key for b in weaker(a))} if a.kind.ensemble else {})})
+
+        todo = {}
+        for ref in refs:
+            missing = [a for a in specs if (spec.key, eval_key(ref, a)) not in done]
+            # an ensemble attack needs its weaker attacks in the same call (they are cheap, and repeat exactly)
+            need = {a.key for a in missing} | {b.key for a in missing for b in weaker(a)}
+            todo[ref] = [a for a in specs if a.key in need]
         if any(todo.values()):
             source_model = self.trained(spec)
             prompts = source_model.prompt_state_dict()
@@ -187,15 +205,18 @@ class Experiment:
                 data = ref.load("test", self.data_root, self.clip(spec).preprocess)
                 model = self.build(spec, data.classnames, data.templates)
                 model.load_prompt_state_dict(prompts)
+                keys = [eval_key(ref, a) for a in missing]
+                partial = self.out_dir / "partial" / spec.key / stable_key(keys)
                 rows = evaluate(model, data, missing, max_n=max_n, seed=eval_seed, batch_size=self.batch_size,
-                                progress=self.progress)
+                                progress=self.progress, partial_dir=partial, stop_after=self.stop_after)
                 rows["dataset"] = ref.label
                 rows["role"] = get_spec(ref.name).role
                 for k, v in spec.describe().items():
                     rows[k] = v if not isinstance(v, (list, tuple)) else str(v)
                 rows["run_key"] = spec.key
-                rows["eval_key"] = [eval_key(ref, a) for a in missing]
+                rows["eval_key"] = keys
                 self.store.add(rows)
+                shutil.rmtree(partial, ignore_errors=True)
         keys = {(spec.key, eval_key(r, a)) for r in refs for a in specs}
         df = self.store.read()
         mask = [(k, e) in keys for k, e in zip(df["run_key"].astype(str), df["eval_key"].astype(str))]

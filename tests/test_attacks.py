@@ -131,3 +131,44 @@ def test_images_outside_pixel_range_are_rejected(model, data):
 def test_unknown_attack_name():
     with pytest.raises(ValueError, match="unknown attack 'fgsm'; valid choices: clean, noise, pgd"):
         AttackSpec("fgsm")
+
+
+def test_the_table_of_attack_kinds_is_what_everything_reads():
+    from capt.attacks import ATTACKS, FAMILIES, KINDS, attack_cost
+
+    assert ATTACKS == tuple(KINDS) and "aa" in KINDS and "autoattack" in KINDS
+    for kind in KINDS.values():
+        assert kind.family in FAMILIES and kind.impl in ("capt", "torchattacks")
+        assert set(kind.fields) <= {"eps", "steps", "alpha"}
+    assert AttackSpec("pgd", eps=4 / 255, steps=10).label == "pgd-10"
+    assert AttackSpec("aa", eps=4 / 255).label == "aa"
+    assert AttackSpec("aa", eps=4 / 255, steps=10, options={"targets": 3}).label == "aa-10-t3"
+    # costs in image-tower forward+backward passes per image
+    assert attack_cost(AttackSpec("pgd", steps=10)) == 10
+    assert attack_cost(AttackSpec("clean")) == 0
+    aa = AttackSpec("aa", steps=100)
+    assert attack_cost(aa, robust=1.0) == 1000  # every image survives: the fixed budget
+    assert attack_cost(aa, robust=0.1) < attack_cost(aa, robust=0.5) < 1000
+
+
+def test_attack_keys_cover_every_field_that_matters():
+    base = AttackSpec("aa", eps=4 / 255)
+    assert base.key == AttackSpec("aa", eps=4 / 255).key
+    assert base.key != AttackSpec("aa", eps=4 / 255, options={"targets": 3}).key
+    assert base.key != AttackSpec("aa", eps=2 / 255).key != AttackSpec("aa", eps=4 / 255, steps=10).key
+    assert AttackSpec("pgd", eps=4 / 255).key == AttackSpec("pgd", eps=4 / 255, alpha=1 / 255).key  # alpha resolved
+    assert AttackSpec("pgd", eps=4 / 255).key != AttackSpec("pgd", eps=4 / 255, alpha=2 / 255).key
+    assert AttackSpec("cw", options={"c": 1.0}).key != AttackSpec("cw", options={"c": 2.0}).key
+    # fields a kind does not read do not split its key
+    assert AttackSpec("clean").key == AttackSpec("clean", eps=8 / 255, steps=3).key
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="aa", alpha=0.01), "no step size alpha"),
+    (dict(name="aa", options={"restarts": 5}), "reads no option 'restarts'; valid options: targets"),
+    (dict(name="pgd", options={"c": 1}), "valid options: none"),
+    (dict(name="aa", options={"targets": -1}), "targets .* must be >= 0"),
+])
+def test_options_and_fields_nothing_reads_are_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttackSpec(**kwargs)

@@ -148,3 +148,62 @@ def test_summarize_mean_std_over_seeds():
     s = summarize(rows)
     assert s.loc[0, "mean"] == 60.0 and s.loc[0, "std"] == pytest.approx(10.0)
     assert s.loc[0, "mean ± std"] == "60.0 ± 10.0"
+
+
+def test_rows_keep_per_image_outcomes_and_prompt_shape(tiny_clip, classnames, dataset):
+    from capt.results import MASK_COLUMN, decode_mask
+
+    model = build(tiny_clip, classnames, "capt")
+    rows = evaluate(model, dataset, ["clean", {"name": "pgd", "eps": 4 / 255, "steps": 2}], progress=False)
+    for _, r in rows.iterrows():
+        mask = decode_mask(r[MASK_COLUMN], r["n"])
+        assert mask.sum() == r["correct"]
+    assert rows["depth"].eq(2).all() and rows["n_ctx"].eq(2).all()
+    assert rows["passes"].tolist() == [0, 2]
+
+
+def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(tiny_clip, classnames, dataset, tmp_path):
+    from capt.attacks import AttackSpec
+    from capt.evaluate import EvaluationInterrupted
+
+    model = build(tiny_clip, classnames, "capt")
+    attacks = ["clean", AttackSpec("pgd", eps=4 / 255, steps=2), AttackSpec("aa", eps=4 / 255, steps=3)]
+    kw = dict(batch_size=6, progress=False, seed=5)
+    whole = evaluate(model, dataset, attacks, **kw)
+    partial = tmp_path / "partial"
+    with pytest.raises(EvaluationInterrupted):
+        evaluate(model, dataset, attacks, partial_dir=partial, stop_after=2, **kw)
+    assert len(list(partial.glob("batch*.json"))) == 2
+    resumed = evaluate(model, dataset, attacks, partial_dir=partial, stop_after=2, **kw)  # 4 batches: 2 saved
+    cols = ["attack", "n", "correct", "correct_mask", "passes"]
+    assert resumed[cols].equals(whole[cols])
+    # another evaluation in the same folder does not reuse those batches
+    other = evaluate(model, dataset, attacks[:2], partial_dir=partial, **kw)
+    assert other[cols].equals(whole[cols].iloc[:2])
+
+
+def test_experiment_resumes_an_interrupted_evaluation_and_keeps_masks(tiny_clip, tmp_path, monkeypatch):
+    import capt.experiments as E
+    from capt.attacks import AttackSpec
+    from capt.evaluate import EvaluationInterrupted
+    from capt.results import MASK_COLUMN
+
+    monkeypatch.setattr(E, "_clip", lambda model, pretrained, device: tiny_clip)
+    run = E.RunSpec("zeroshot", "mini_shape")
+    attacks = ["clean", AttackSpec("pgd", eps=4 / 255, steps=2), AttackSpec("aa", eps=4 / 255, steps=2)]
+    cut = E.Experiment(tmp_path / "cut", progress=False, batch_size=8, stop_after=1)
+    with pytest.raises(EvaluationInterrupted):
+        cut.evaluate(run, ["mini_shape"], attacks, max_n=20)
+    assert len(list((tmp_path / "cut" / "partial").rglob("batch*.json"))) == 1
+    cut.stop_after = 2  # 3 batches: 1 saved + 2 new
+    resumed = cut.evaluate(run, ["mini_shape"], attacks, max_n=20)
+    assert not list((tmp_path / "cut" / "partial").rglob("batch*.json"))  # removed once the rows landed
+    whole = E.Experiment(tmp_path / "whole", progress=False, batch_size=8).evaluate(run, ["mini_shape"], attacks,
+                                                                                    max_n=20)
+    cols = ["attack", "eval_key", "n", "correct", MASK_COLUMN, "depth", "n_ctx"]
+    assert resumed[cols].equals(whole[cols])
+    assert resumed[MASK_COLUMN].map(len).gt(0).all()
+    # aa's key names the weaker attacks it was combined with: alone it is another evaluation
+    alone = E.Experiment(tmp_path / "whole", progress=False, batch_size=8).evaluate(run, ["mini_shape"],
+                                                                                    attacks[2:], max_n=20)
+    assert alone["eval_key"].iloc[0] != whole["eval_key"].iloc[2]

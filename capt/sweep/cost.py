@@ -10,30 +10,19 @@ from .tasks import Task
 #: A forward+backward pass (gradient to the input, frozen weights) in units of one forward pass: torch's
 #: FLOP counter gives 17.45 / 5.89 GFLOP = 2.96 for open_clip's ViT-B-32 at 224 px (see book/sweeps.md).
 FWD_BWD = 3.0
-#: torchattacks' standard AutoAttack, per image, in forward passes, if every stage ran on every image
-#: (an upper bound: later stages only see the images still classified correctly): APGD-CE 100 steps,
-#: APGD-T 9 targets x 100 steps, FAB-T 9 x 100 steps (about two backward passes each), Square 5000 queries.
-AUTOATTACK_FWD = 100 * FWD_BWD + 900 * FWD_BWD + 900 * (1 + 2 * (FWD_BWD - 1)) + 5000
-#: capt's ``aa`` (APGD-CE, then APGD-T over 9 targets, 100 iterations each), if no image ever left the
-#: active set: an upper bound, as for AutoAttack above (the active set drops each image at its first success).
-AA_FWD = 100 * FWD_BWD + 900 * FWD_BWD + 10
 _TEXT_PROMPTED = ("text", "ivlp", "maple")
 _IMAGE_PROMPTED = ("vision", "ivlp", "maple")
 
 
-def attack_passes(attack) -> float:
-    """Forward-pass equivalents per image of one evaluation attack."""
+def attack_passes(attack, robust: float = 1.0) -> float:
+    """Forward-pass equivalents per image of one evaluation attack, from the table of attack kinds
+    (:func:`capt.attacks.attack_cost`) plus the final forward pass. ``robust``: the fraction of images
+    expected to survive (the active set of ``aa`` and the later stages of ``autoattack`` follow it);
+    1.0 gives an upper bound."""
+    from ..attacks import attack_cost
     from ..evaluate import as_attack_spec
 
-    a = as_attack_spec(attack)
-    if a.name in ("clean", "noise"):
-        return 1.0
-    if a.name == "autoattack":
-        return AUTOATTACK_FWD
-    if a.name == "aa":
-        return AA_FWD
-    steps = a.steps or 1
-    return (9 if a.name == "apgdt" else 1) * (steps * FWD_BWD + 1)
+    return attack_cost(as_attack_spec(attack), robust) * FWD_BWD + 1.0
 
 
 def dataset_size(ref) -> dict:
