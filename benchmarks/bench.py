@@ -91,7 +91,7 @@ def prompted(bundle, classnames):
     """The benchmark's PromptedCLIP: MaPLe prompts, ``n_ctx = 2``, as deep as both towers allow (at most 9)."""
     m = bundle.model
     layers = min(len(m.visual.transformer.resblocks), len(getattr(m, "text", m).transformer.resblocks))
-    return capt.PromptedCLIP(bundle, classnames, prompt="maple", n_ctx=2, depth=min(9, layers)).eval()
+    return capt.get_method("advmaple").build(bundle, classnames, n_ctx=2, depth=min(9, layers)).eval()
 
 
 def full_context_twin(bundle, model):

@@ -28,7 +28,7 @@ from .evaluate import as_attack_spec, evaluate
 from .io import atomic_write_text
 from .methods import get_method
 from .models import load_clip
-from .prompts import PromptedCLIP
+from .prompts import VISION_PLACEMENTS, PromptedCLIP
 from .results import ResultStore, stable_key
 from .train import TrainConfig, load_prompts, seed_everything, train
 from .validation import check_choice, check_number
@@ -83,6 +83,7 @@ class RunSpec:
     n_ctx: int = 2
     depth: int = 3
     ctx_init: str | None = "a photo of a"
+    vision_placement: str = "before_ln_pre"  # capt.prompts.VISION_PLACEMENTS
     objective: tuple = ()  # (("lam", 1.0), ...) overrides of the method's objective (ablations)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -100,6 +101,7 @@ class RunSpec:
         check_number("seed", self.seed, low=0, integer=True)
         check_number("n_ctx", self.n_ctx, low=1, integer=True)
         check_number("depth", self.depth, low=1, integer=True)
+        check_choice("vision prompt placement", self.vision_placement, VISION_PLACEMENTS)
 
     @property
     def trains(self) -> bool:
@@ -142,10 +144,10 @@ class Experiment:
         return _clip(spec.model, spec.pretrained, self.device)
 
     def build(self, spec: RunSpec, classnames: Sequence[str], templates: Sequence[str]) -> PromptedCLIP:
-        method = get_method(spec.method)
         seed_everything(spec.seed)  # prompt initialisation is part of the run
-        return PromptedCLIP(self.clip(spec), classnames, prompt=method.prompt, n_ctx=spec.n_ctx,
-                            depth=spec.depth, ctx_init=spec.ctx_init, template=list(templates))
+        return get_method(spec.method).build(self.clip(spec), classnames, n_ctx=spec.n_ctx, depth=spec.depth,
+                                             ctx_init=spec.ctx_init, templates=templates,
+                                             vision_placement=spec.vision_placement)
 
     def train_data(self, spec: RunSpec) -> LabeledImages:
         """The few-shot training set (sampled over all classes first, then halved: CoCoOp's order)."""

@@ -54,6 +54,15 @@ def _is_path_like(pretrained: str) -> bool:
         (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
+def wants_quick_gelu(name: str, pretrained: str | None) -> bool:
+    """Whether OpenAI's weights are meant, which were trained with QuickGELU: the ``openai`` tag, or a local
+    file whose path names ``openai`` (open_clip's own cache keeps them under such a name, e.g.
+    ``.../vit_base_patch32_clip_224.openai/open_clip_pytorch_model.bin``). A ``-quickgelu`` model has it already."""
+    if pretrained is None or name.endswith("-quickgelu"):
+        return False
+    return pretrained == "openai" or (_is_path_like(pretrained) and "openai" in str(pretrained).lower())
+
+
 def _pixel_preprocess(size: int) -> Callable:
     from torchvision import transforms as T
 
@@ -73,14 +82,17 @@ def _freeze(model: nn.Module) -> nn.Module:
 
 
 def load_clip(name: str = MINI_NAME, pretrained: str | None = None, *, device: str | torch.device = "cpu",
-              checkpoint: str | Path | None = None, cache_dir: str | None = None) -> ClipBundle:
+              checkpoint: str | Path | None = None, cache_dir: str | None = None,
+              quick_gelu: bool | None = None) -> ClipBundle:
     """Load a frozen CLIP.
 
     - ``load_clip("mini")``: the embedded mini CLIP pretrained on the mini world (offline).
     - ``load_clip("ViT-B-32", pretrained="openai")``: open_clip weights by tag (needs the file in
       open_clip's cache, or network). QuickGELU is forced for ``openai`` weights, as they were trained with it.
     - ``load_clip("ViT-B-32", pretrained="/path/to/weights.pt")`` or ``checkpoint=...``: a local file,
-      loaded with ``weights_only=True``.
+      loaded with ``weights_only=True``; QuickGELU when its path names ``openai`` (:func:`wants_quick_gelu`).
+    - ``quick_gelu``: force QuickGELU on (``True``) or off (``False``) whatever the weights; ``None`` decides
+      as above.
     - ``load_clip("ViT-S-32", pretrained=None)``: random initialisation (tests).
     """
     if not isinstance(name, str) or not name:
@@ -104,8 +116,8 @@ def load_clip(name: str = MINI_NAME, pretrained: str | None = None, *, device: s
                 f"checkpoint file {pretrained} does not exist; pass the path of a local open_clip "
                 "state dict (e.g. open_clip_pytorch_model.bin) or an open_clip pretrained tag"
             )
-        if pretrained == "openai" and not name.endswith("-quickgelu"):
-            kwargs["force_quick_gelu"] = True  # OpenAI's weights were trained with QuickGELU
+    if quick_gelu if quick_gelu is not None else wants_quick_gelu(name, pretrained):
+        kwargs["force_quick_gelu"] = True  # OpenAI's weights were trained with QuickGELU
     try:
         model, _, preprocess_val = open_clip.create_model_and_transforms(
             model_name=name, pretrained=pretrained, device=device, cache_dir=cache_dir,

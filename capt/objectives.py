@@ -1,4 +1,14 @@
-"""Training objectives: CE on adversarial images, TRADES-style KL, and CAPT's adaptive consistency.
+"""Training objectives: CE on adversarial images, TRADES-style KL, FAP's, and CAPT's adaptive consistency.
+
+FAP (Zhou et al., NeurIPS 2024, "Few-Shot Adversarial Prompt Learning on Vision-Language Models"; its
+public code, lionel-w2/FAP, ``trainers/fap.py``, ``ADV_TERM=cos``)::
+
+    L_FAP = CE(p_theta(x), y) + lambda * mean_i[ KL(p_theta(x_i) || p_theta(x_a,i)) * (1 + cos(f(x_i), f(x_a,i))) ]
+
+with ``f`` the (normalised) image features of the prompted model: the consistency of the two
+predictions, weighted by how alike the two image features are, so that minimising it also pushes the
+adversarial image feature away from the clean one (its "uni-modal adversarial-aware" term). Gradients
+flow through every factor (the weight is not detached), as in the reference code.
 
 CAPT (CAPT_SPEC.md)::
 
@@ -18,7 +28,7 @@ import torch.nn.functional as F
 
 from .validation import check_choice, check_number
 
-OBJECTIVES = ("none", "ce_adv", "trades", "capt")
+OBJECTIVES = ("none", "ce_adv", "trades", "fap", "capt")
 ALPHA_STRATEGIES = ("frozen_confidence", "fixed", "agreement", "loss_ratio")
 CE_ON = ("clean", "adv", "both")
 
@@ -63,7 +73,8 @@ class Objective:
     """A training objective, as data.
 
     ``kind``: ``none`` (no training), ``ce_adv`` (CE on adversarial images), ``trades``
-    (``CE_ce_on + lam * KL(adv || clean)``) or ``capt``. ``alpha`` names the alpha strategy (CAPT),
+    (``CE_ce_on + lam * KL(adv || clean)``), ``fap`` (``CE_ce_on + lam * mean(KL * (1 + cos))``, see the
+    module docstring; needs the image features) or ``capt``. ``alpha`` names the alpha strategy (CAPT),
     ``alpha_value`` is its constant for ``fixed``; ``ce_on`` picks the CE term's input (both = mean of
     clean and adversarial CE).
     """
@@ -84,7 +95,12 @@ class Objective:
 
     @property
     def needs_clean(self) -> bool:
-        return self.kind in ("trades", "capt")
+        return self.kind in ("trades", "fap", "capt")
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether the objective reads the image features of the clean and adversarial images (FAP)."""
+        return self.kind == "fap"
 
     @property
     def needs_frozen(self) -> bool:
@@ -99,9 +115,11 @@ class Objective:
 
     def __call__(self, labels: torch.Tensor, clean_logits: torch.Tensor | None = None,
                  adv_logits: torch.Tensor | None = None,
-                 frozen_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 frozen_logits: torch.Tensor | None = None, clean_features: torch.Tensor | None = None,
+                 adv_features: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Return ``(total, terms)``; ``terms`` holds floats for logging (``ce``, ``cons_train``,
-        ``cons_frozen``, ``alpha``, ``total``)."""
+        ``cons_frozen``, ``alpha``, ``cos``, ``total``). ``clean_features``/``adv_features``: the image
+        features of the two batches (``fap`` only)."""
         if self.kind == "none":
             raise ValueError("objective 'none' (zero-shot) has nothing to train")
         if self.kind == "ce_adv":
@@ -113,6 +131,14 @@ class Objective:
             cons = kl_train.mean()
             total = ce + self.lam * cons
             return total, _floats(ce=ce, cons_train=cons, total=total)
+        if self.kind == "fap":
+            if clean_features is None or adv_features is None:
+                raise ValueError("the FAP objective needs the image features of the clean and adversarial images "
+                                 "(clean_features=..., adv_features=...)")
+            cos = F.cosine_similarity(clean_features.float(), adv_features.float(), dim=1)
+            cons = (kl_train * (1 + cos)).mean()
+            total = ce + self.lam * cons
+            return total, _floats(ce=ce, cons_train=cons, cos=cos.mean(), total=total)
         if frozen_logits is None:
             if self.lam > 0:
                 raise ValueError("the CAPT objective needs the frozen CLIP's logits on the clean images")

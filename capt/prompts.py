@@ -1,6 +1,7 @@
 """PromptedCLIP: learnable deep prompts injected into any open_clip ViT CLIP.
 
-Variants (CAPT_SPEC.md, "Prompts"):
+The prompt variants are one table, :data:`VARIANTS` (CAPT_SPEC.md, "Prompts"), read by the model, the
+methods and the sweep's cost model:
 
 =========  ===========================================================================
 ``none``   hand-crafted template, no parameters (zero-shot CLIP)
@@ -13,12 +14,19 @@ Variants (CAPT_SPEC.md, "Prompts"):
            that layer's text prompts
 =========  ===========================================================================
 
+Where the first layer's vision prompts enter (:data:`VISION_PLACEMENTS`): ``before_ln_pre`` (default)
+appends them to the patch + class embeddings before the vision tower's pre-transformer LayerNorm, as the
+reference code of VPT, IVLP and MaPLe does; ``after_ln_pre`` appends them after it (this library's
+placement before issue 16, kept for the ablation). Deeper layers' prompts replace the prompt slots at
+the input of their block, un-normalised, in both placements.
+
 Images enter in ``[0, 1]`` pixel space; the model's own normaliser runs inside. The wrapped CLIP is
 frozen and shared: the zero-shot teacher (``frozen_logits``) runs the same weight tensors with no prompts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -27,7 +35,47 @@ from torch import nn
 
 from .validation import check_choice, check_number
 
-PROMPT_VARIANTS = ("none", "text", "vision", "ivlp", "maple")
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """Which towers learn prompts, and how: ``text`` is ``none``, ``shallow`` (first layer only) or
+    ``deep``; ``vision`` is ``none``, ``deep`` (its own parameters) or ``coupled`` (a per-layer linear
+    map of the text prompts, MaPLe)."""
+
+    name: str
+    text: str
+    vision: str
+    description: str
+
+    @property
+    def learns_text(self) -> bool:
+        return self.text != "none"
+
+    @property
+    def learns_vision(self) -> bool:
+        return self.vision != "none"
+
+    @property
+    def deep(self) -> bool:
+        """Whether ``depth`` applies (prompts in the first ``depth`` layers of some tower)."""
+        return self.text == "deep" or self.learns_vision
+
+
+VARIANTS: dict[str, PromptVariant] = {v.name: v for v in [
+    PromptVariant("none", "none", "none", "hand-crafted template, no parameters (zero-shot CLIP)"),
+    PromptVariant("text", "shallow", "none", "CoOp: shallow learned text context after SOT"),
+    PromptVariant("vision", "none", "deep", "VPT-deep: learned vision tokens in the first depth layers"),
+    PromptVariant("ivlp", "deep", "deep", "independent deep prompts in both towers"),
+    PromptVariant("maple", "deep", "coupled", "MaPLe: deep text prompts, vision prompts a linear map of them"),
+]}
+PROMPT_VARIANTS = tuple(VARIANTS)
+VISION_PLACEMENTS = ("before_ln_pre", "after_ln_pre")
+
+
+def prompt_variant(name: str) -> PromptVariant:
+    check_choice("prompt variant", name, VARIANTS)
+    return VARIANTS[name]
 _PLACEHOLDER = "X"
 
 
@@ -124,14 +172,17 @@ class PromptedCLIP(nn.Module):
             pooled feature (up to the last end-of-text token) when the text tower is causal, instead of
             the whole context (77 tokens for OpenAI CLIP). The same features up to float rounding, and
             several times less text-tower work per training step; ``False`` runs the full context.
+        vision_placement: where the first layer's vision prompts join the sequence: ``before_ln_pre``
+            (VPT/IVLP/MaPLe reference code) or ``after_ln_pre``; see :data:`VISION_PLACEMENTS`.
     """
 
     def __init__(self, clip, classnames: Sequence[str], prompt: str = "maple", n_ctx: int = 2,
                  depth: int = 9, ctx_init: str | None = "a photo of a",
                  template: str | Sequence[str] = "a photo of a {}.", init_std: float = 0.02,
-                 truncate_text: bool = True):
+                 truncate_text: bool = True, vision_placement: str = "before_ln_pre"):
         super().__init__()
-        check_choice("prompt variant", prompt, PROMPT_VARIANTS)
+        variant = prompt_variant(prompt)
+        check_choice("vision prompt placement", vision_placement, VISION_PLACEMENTS)
         if isinstance(classnames, str) or len(classnames) == 0:
             raise ValueError("classnames must be a non-empty list of class names")
         check_number("n_ctx", n_ctx, low=1, integer=True)
@@ -148,6 +199,8 @@ class PromptedCLIP(nn.Module):
         self.tokenizer = clip.tokenizer
         self.classnames = [str(c).replace("_", " ") for c in classnames]
         self.prompt = prompt
+        self.variant = variant
+        self.vision_placement = vision_placement
         self.n_ctx = n_ctx
         self.templates = templates
         self._text = _TextTower(model)
@@ -157,17 +210,16 @@ class PromptedCLIP(nn.Module):
         self.text_layers = self._text.layers
         self.vision_layers = len(model.visual.transformer.resblocks)
 
-        deep_text = prompt in ("ivlp", "maple")
-        deep_vision = prompt in ("vision", "ivlp", "maple")
-        limit = min(self.text_layers if deep_text else 10**9, self.vision_layers if deep_vision else 10**9)
-        if prompt not in ("none", "text") and depth > limit:
+        deep_text = variant.text == "deep"
+        limit = min(self.text_layers if deep_text else 10**9, self.vision_layers if variant.learns_vision else 10**9)
+        if variant.deep and depth > limit:
             raise ValueError(f"depth={depth} is larger than the encoder ({limit} layers) for prompt={prompt!r}; "
                              f"use 1 <= depth <= {limit}")
-        self.depth = depth if prompt not in ("none", "text") else (1 if prompt == "text" else 0)
+        self.depth = depth if variant.deep else (1 if variant.learns_text else 0)
 
         # Token ids of the learnable prompt "ctx_init classname." and of the hand-crafted templates.
         ctx_ids = None
-        if prompt in ("text", "ivlp", "maple"):
+        if variant.learns_text:
             prefix = ctx_init if ctx_init else " ".join([_PLACEHOLDER] * n_ctx)
             prefix_len = self._count_tokens(prefix)
             if prefix_len < n_ctx:
@@ -196,7 +248,7 @@ class PromptedCLIP(nn.Module):
         self.vision_ctx = None
         self.vision_deep = None
         self.couplers = None
-        if prompt in ("text", "ivlp", "maple"):
+        if variant.learns_text:
             init = None
             if ctx_ids is not None:
                 with torch.no_grad():
@@ -204,10 +256,10 @@ class PromptedCLIP(nn.Module):
             self.ctx = vec(n_ctx, self.text_width, init)
         if deep_text:
             self.text_deep = nn.ParameterList([vec(n_ctx, self.text_width) for _ in range(self.depth - 1)])
-        if prompt in ("vision", "ivlp"):
+        if variant.vision == "deep":
             self.vision_ctx = vec(n_ctx, self.vision_width)
             self.vision_deep = nn.ParameterList([vec(n_ctx, self.vision_width) for _ in range(self.depth - 1)])
-        if prompt == "maple":
+        if variant.vision == "coupled":
             self.couplers = nn.ModuleList([nn.Linear(self.text_width, self.vision_width) for _ in range(self.depth)])
         self.to(dev)
 
@@ -281,23 +333,34 @@ class PromptedCLIP(nn.Module):
 
     # -- vision ----------------------------------------------------------------------------------
     def _vision_prompts(self) -> list[torch.Tensor] | None:
-        if self.prompt in ("vision", "ivlp"):
+        if self.variant.vision == "deep":
             return [self.vision_ctx, *self.vision_deep]
-        if self.prompt == "maple":
+        if self.variant.vision == "coupled":
             return [c(p) for c, p in zip(self.couplers, [self.ctx, *self.text_deep])]
         return None
 
     def _image_forward(self, images: torch.Tensor, prompts: list[torch.Tensor] | None) -> torch.Tensor:
         v = self.clip.visual
-        x = v._embeds(self.normalize(images))
-        if prompts is not None:
-            p0 = prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-            x = torch.cat([x, p0], dim=1)
+        if prompts is None or self.vision_placement == "after_ln_pre":
+            x = v._embeds(self.normalize(images))
+            if prompts is not None:
+                x = torch.cat([x, self._expand(prompts[0], x)], dim=1)
+        else:  # open_clip's _embeds with the prompts joining before ln_pre (VPT/IVLP/MaPLe reference code)
+            x = v.conv1(self.normalize(images))
+            x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+            cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+            x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+            x = v.patch_dropout(x)  # identity in eval mode; the frozen CLIP always runs in eval mode
+            x = v.ln_pre(torch.cat([x, self._expand(prompts[0], x)], dim=1))
         x = _run_blocks(v.transformer, x, prompts[1:] if prompts else None, at_end=True, n_ctx=self.n_ctx)
         if prompts is not None:
             x = x[:, :-self.n_ctx]  # prompt tokens are discarded before pooling (VPT)
         pooled, _ = v._pool(x)
         return pooled @ v.proj if v.proj is not None else pooled
+
+    @staticmethod
+    def _expand(prompt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features ``(B, D)`` of ``[0, 1]`` images, with the current prompts."""
@@ -323,4 +386,4 @@ class PromptedCLIP(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"prompt={self.prompt!r}, n_ctx={self.n_ctx}, depth={self.depth}, classes={len(self.classnames)}, "
-                f"trainable={self.num_prompt_parameters()}")
+                f"vision_placement={self.vision_placement!r}, trainable={self.num_prompt_parameters()}")

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import pgd
 from .io import atomic_path, atomic_torch_save, safe_torch_load
 from .methods import Method, get_method
 from .validation import check_eps, check_number
@@ -97,6 +96,7 @@ def _set_rng_state(state: dict) -> None:
 
 def _meta(model, method: Method, config: TrainConfig, dataset) -> dict:
     return {"method": method.name, "objective": repr(method.objective), "prompt": model.prompt,
+            "train_attack": method.train_attack, "vision_placement": model.vision_placement,
             "n_ctx": model.n_ctx, "depth": model.depth, "classnames": list(model.classnames),
             "text_width": model.text_width, "vision_width": model.vision_width,
             "dataset": getattr(dataset, "name", "?"), "n_train": len(dataset), "config": asdict(config)}
@@ -217,18 +217,19 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
             with autocast_for(device, config.amp):
                 text_features = model.encode_text()
-                x_adv = x
-                if method.adversarial:
-                    x_adv = pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps,
-                                text_features=text_features.detach(), generator=gen)
+                x_adv = method.attack(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps,
+                                      text_features=text_features.detach(), generator=gen)
+                feats = {}
                 if objective.needs_clean:  # one image-tower pass over clean and adversarial together
-                    feats = model.encode_image(torch.cat([x, x_adv]))
-                    logits = model.logits_from_features(feats, text_features)
+                    both = model.encode_image(torch.cat([x, x_adv]))
+                    logits = model.logits_from_features(both, text_features)
                     clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
+                    if objective.needs_features:
+                        feats = {"clean_features": both[: len(x)], "adv_features": both[len(x):]}
                 else:
                     clean_logits, adv_logits = None, model(x_adv, text_features)
                 frozen = frozen_all[idx].to(device) if frozen_all is not None else None
-                loss, terms = objective(y, clean_logits, adv_logits, frozen)
+                loss, terms = objective(y, clean_logits, adv_logits, frozen, **feats)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

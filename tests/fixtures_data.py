@@ -147,3 +147,57 @@ def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
+
+
+# -- all fifteen datasets at once: a miniature of a whole CoOp data root ----------------------------
+# (folder, image folder, split file, path of an image relative to the image folder) per split-file dataset,
+# as CoOp's DATASETS.md lays them out.
+_SPLIT_LAYOUTS = {
+    "caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json",
+                   lambda c, s, i: f"{c}/image_{s}{i:04d}.jpg", ["accordion", "airplane"]),
+    "oxford_pets": ("oxford_pets", "images", "split_zhou_OxfordPets.json",
+                    lambda c, s, i: f"{c.title()}_{s}{i}.jpg", PETS_CLASSES[:2]),
+    "stanford_cars": ("stanford_cars", "", "split_zhou_StanfordCars.json",
+                      lambda c, s, i: f"{'cars_test' if s == 'test' else 'cars_train'}/{c[:4]}{s}{i:05d}.jpg",
+                      ["2000 AM General Hummer SUV", "2012 Acura RL Sedan"]),
+    "oxford_flowers": ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json",
+                       lambda c, s, i: f"image_{c[:3]}{s}{i:05d}.jpg", ["pink primrose", "globe thistle"]),
+    "food101": ("food-101", "images", "split_zhou_Food101.json",
+                lambda c, s, i: f"{c}/{s}{i}.jpg", ["apple_pie", "baby_back_ribs"]),
+    "sun397": ("sun397", "SUN397", "split_zhou_SUN397.json",
+               lambda c, s, i: f"{c[0]}/{c}/sun_{s}{i}.jpg", ["abbey", "airplane_cabin"]),
+    "dtd": ("dtd", "images", "split_zhou_DescribableTextures.json",
+            lambda c, s, i: f"{c}/{c}_{s}{i}.jpg", ["banded", "blotchy"]),
+    "eurosat": ("eurosat", "2750", "split_zhou_EuroSAT.json",
+                lambda c, s, i: f"{c.replace(' ', '')}/{c.replace(' ', '')}_{s}{i}.jpg", EUROSAT_CLASSES[:2]),
+    "ucf101": ("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json",
+               lambda c, s, i: f"{c}/v_{c}_g{i:02d}_{s}.jpg", ["Apply_Eye_Makeup", "Archery"]),
+}
+
+
+def make_coop_root(root: Path, counts=(2, 1, 2)) -> dict[str, int]:
+    """Every one of the fifteen datasets in CoOp's layout under ``root``, two classes each (two ImageNet
+    classes, all of which the four variants cover); ``counts`` images per class for train/val/test.
+    Returns the number of classes per dataset."""
+    root = Path(root)
+    for name, (folder, image_dir, split_file, path_of, classes) in _SPLIT_LAYOUTS.items():
+        make_split_dataset(root, folder, image_dir, split_file, classes, counts, path_of=path_of)
+    base = root / "fgvc_aircraft"
+    variants = ["707-320", "A300B4"]
+    image_id = 2000000
+    for part, n in zip(("train", "val", "test"), counts):
+        lines = []
+        for v in variants:
+            for _ in range(n):
+                image_id += 1
+                write_image(base / "images" / f"{image_id}.jpg", image_id % 200)
+                lines.append(f"{image_id} {v}")
+        (base / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
+    (base / "variants.txt").write_text("\n".join(variants) + "\n")
+    classes = IMAGENET_CLASSES[:2]
+    # ImageNet's train folders: its own val split holds out half of a class at most, so 2 * train.
+    make_imagenet(root, train_per_class=2 * counts[0], val_per_class=counts[2], classes=classes)
+    for shift in ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"):
+        make_shift(root, shift, wnids=[w for w, _ in classes], per_class=counts[2])
+    return {name: 2 for name in (*_SPLIT_LAYOUTS, "fgvc_aircraft", "imagenet", "imagenet_v2", "imagenet_sketch",
+                                 "imagenet_a", "imagenet_r")}

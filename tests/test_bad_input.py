@@ -351,7 +351,7 @@ CASES: dict[str, Case] = {
                         "ValueError", r"an attack must be a name, a dict or an AttackSpec, got 42"),
     # objectives, methods, training
     "objective-kind": Case(L, "`Objective('mse')`", lambda c: Objective("mse"), "ValueError",
-                           r"unknown objective 'mse'; valid choices: none, ce_adv, trades, capt"),
+                           r"unknown objective 'mse'; valid choices: none, ce_adv, trades, fap, capt"),
     "objective-alpha": Case(L, "`Objective(alpha='magic')`", lambda c: Objective(alpha="magic"), "ValueError",
                             r"unknown alpha strategy 'magic'; valid choices: frozen_confidence, fixed"),
     "objective-lam": Case(L, "`Objective(lam=-1)`", lambda c: Objective(lam=-1), "ValueError",
@@ -362,7 +362,7 @@ CASES: dict[str, Case] = {
     "objective-ce-on": Case(L, "`Objective(ce_on='adversarial')`", lambda c: Objective(ce_on="adversarial"),
                             "ValueError", r"unknown ce_on 'adversarial'; valid choices: clean, adv, both"),
     "method": Case(L, "`get_method('trades')`", lambda c: capt.get_method("trades"), "ValueError",
-                   r"unknown method 'trades'; valid choices: zeroshot, apt, advvpt, advvlp, advmaple, fap, capt"),
+                   r"unknown method 'trades'; valid choices: zeroshot, apt, advvpt, advvlp, advmaple, fap, trades_maple, capt"),
     "method-override": Case(L, "`get_method('capt', gamma=1)` (an objective setting that does not exist)",
                             lambda c: capt.get_method("capt", gamma=1), "ValueError",
                             r"unknown objective setting\(s\) 'gamma' for method 'capt'; valid choices: kind, lam"),

@@ -103,7 +103,7 @@ def test_ce_adv_objective():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(kind="magic"), "unknown objective 'magic'; valid choices: none, ce_adv, trades, capt"),
+    (dict(kind="magic"), "unknown objective 'magic'; valid choices: none, ce_adv, trades, fap, capt"),
     (dict(alpha="random"), "unknown alpha strategy 'random'; valid choices: frozen_confidence, fixed"),
     (dict(ce_on="neither"), "unknown ce_on 'neither'; valid choices: clean, adv, both"),
     (dict(lam=-1.0), "lambda"),
@@ -117,3 +117,31 @@ def test_bad_objective_arguments(kwargs, match):
 def test_capt_needs_frozen_logits():
     with pytest.raises(ValueError, match="frozen CLIP"):
         Objective("capt")(LABELS, CLEAN, ADV, None)
+
+
+def test_fap_objective_by_hand():
+    # cos(clean, adv features): sample 0 identical directions -> 1 (weight 2); sample 1 orthogonal -> 0 (weight 1)
+    clean_f = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    adv_f = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    kl0, kl1 = kl(CLEAN[0].tolist(), ADV[0].tolist()), kl(CLEAN[1].tolist(), ADV[1].tolist())
+    ce = -(math.log(softmax([2.0, 0.0, 0.0])[0]) + math.log(softmax([0.0, 1.0, 0.0])[2])) / 2
+    total, terms = Objective("fap", lam=1.5)(LABELS, CLEAN, ADV, None, clean_features=clean_f, adv_features=adv_f)
+    assert total.item() == pytest.approx(ce + 1.5 * (2 * kl0 + 1 * kl1) / 2, abs=1e-6)
+    assert terms["cos"] == pytest.approx(0.5) and terms["ce"] == pytest.approx(ce, abs=1e-6)
+    # Opposite features switch the consistency term off (weight 1 + cos = 0): only CE remains.
+    total, _ = Objective("fap", lam=1.5)(LABELS, CLEAN, ADV, None, clean_features=clean_f, adv_features=-clean_f)
+    assert total.item() == pytest.approx(ce, abs=1e-6)
+
+
+def test_fap_gradient_reaches_the_features_through_the_weight():
+    clean_f = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    total, _ = Objective("fap", lam=1.0)(LABELS, CLEAN, ADV, None, clean_features=clean_f,
+                                         adv_features=torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
+    total.backward()
+    assert clean_f.grad.abs().sum() > 0  # not detached: minimising it pulls the clean and adversarial features apart
+
+
+def test_fap_needs_features():
+    with pytest.raises(ValueError, match="image features"):
+        Objective("fap")(LABELS, CLEAN, ADV, None)
+    assert Objective("fap").needs_features and not Objective("trades").needs_features

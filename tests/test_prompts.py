@@ -158,3 +158,111 @@ def test_bad_prompt_arguments(tiny_clip, classnames, kwargs, match):
 def test_empty_class_list(tiny_clip):
     with pytest.raises(ValueError, match="non-empty list"):
         PromptedCLIP(tiny_clip, [], prompt="maple", depth=2)
+
+
+# -- where the vision prompts enter: a reference forward through open_clip's own modules, with hooks --------
+@pytest.fixture(scope="module")
+def vit_b32():
+    torch.manual_seed(0)
+    bundle = capt.load_clip("ViT-B-32", pretrained=None)
+    # open_clip initialises ln_pre to the identity affine map, under which the two placements agree exactly
+    # (the next block's ln_1 re-normalises the prompts); trained weights (OpenAI's) have a learned one.
+    with torch.no_grad():
+        bundle.model.visual.ln_pre.weight.normal_(1.0, 0.3)
+        bundle.model.visual.ln_pre.bias.normal_(0.0, 0.3)
+    return bundle
+
+
+def _hooked_logits(bundle, model, images, text_tokens):
+    """open_clip's own ``encode_image``/``encode_text`` with the prompts put in by hooks: the first layer's
+    vision prompts appended to ``ln_pre``'s input (VPT/IVLP/MaPLe reference code), deeper layers' prompts
+    written over the prompt slots at their block's input, the text context over token embeddings 1..n_ctx."""
+    m, v, n = bundle.model, bundle.model.visual, model.n_ctx
+    variant = capt.prompts.VARIANTS[model.prompt]
+    text = [model.ctx, *model.text_deep] if variant.text == "deep" else [model.ctx] if variant.learns_text else []
+    if variant.vision == "coupled":
+        vision = [c(p) for c, p in zip(model.couplers, text)]
+    else:
+        vision = [model.vision_ctx, *model.vision_deep] if variant.vision == "deep" else []
+
+    def append(mod, args):
+        x = args[0]
+        return (torch.cat([x, vision[0].unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1), *args[1:])
+
+    def overwrite(prompt, at_end):
+        def hook(mod, args, kwargs):
+            x = args[0].clone()
+            if at_end:
+                x[:, -n:] = prompt
+            else:
+                x[:, 1:1 + n] = prompt
+            return (x, *args[1:]), kwargs
+        return hook
+
+    def embed(mod, args, out):
+        out = out.clone()
+        out[:, 1:1 + n] = text[0]
+        return out
+
+    handles = []
+    try:
+        if vision:
+            handles.append(v.ln_pre.register_forward_pre_hook(append))
+            handles += [v.transformer.resblocks[i].register_forward_pre_hook(overwrite(p, True), with_kwargs=True)
+                        for i, p in enumerate(vision[1:], 1)]
+        if text:
+            handles.append(m.token_embedding.register_forward_hook(embed))
+            handles += [m.transformer.resblocks[i].register_forward_pre_hook(overwrite(p, False), with_kwargs=True)
+                        for i, p in enumerate(text[1:], 1)]
+        image = m.encode_image(bundle.normalize(images), normalize=True)
+        tokens = text_tokens if text else bundle.tokenizer([f"a photo of a {c}." for c in model.classnames])
+        txt = m.encode_text(tokens, normalize=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return m.logit_scale.exp() * image @ txt.t()
+
+
+@pytest.mark.parametrize("variant", ["vision", "ivlp", "maple"])
+def test_vit_b32_prompts_before_ln_pre_match_a_hooked_open_clip_forward(vit_b32, variant):
+    assert vit_b32.model.transformer.batch_first and vit_b32.model.visual.transformer.batch_first
+    classnames = ["cat", "golden retriever", "sea lion"]
+    torch.manual_seed(1)
+    model = PromptedCLIP(vit_b32, classnames, prompt=variant, n_ctx=2, depth=9).eval()
+    with torch.no_grad():
+        for p in model.prompt_parameters():  # away from a near-zero init, and not unit-scaled (which ln_pre keeps)
+            p.add_(3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) + 1)
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    tokens = vit_b32.tokenizer([f"a photo of a {c}." for c in classnames])
+    with torch.no_grad():
+        ours = model(images)
+        ref = _hooked_logits(vit_b32, model, images, tokens)
+        after = PromptedCLIP(vit_b32, classnames, prompt=variant, n_ctx=2, depth=9, vision_placement="after_ln_pre")
+        after.load_prompt_state_dict(model.prompt_state_dict())
+        other = after(images)
+    assert model.vision_placement == "before_ln_pre"  # the default follows the reference code
+    assert (ours - ref).abs().max().item() < 1e-4
+    # the other placement is another model, so this test can fail (random weights: logits are small)
+    assert (other - ref).abs().max().item() > 100 * (ours - ref).abs().max().item() + 1e-3
+
+
+def test_vision_placement_is_checked(tiny_clip, classnames):
+    with pytest.raises(ValueError, match="valid choices: before_ln_pre, after_ln_pre"):
+        PromptedCLIP(tiny_clip, classnames, prompt="maple", depth=2, vision_placement="inside")
+
+
+def test_variant_table_drives_the_parameters(tiny_clip, classnames):
+    for name, v in capt.prompts.VARIANTS.items():
+        model = PromptedCLIP(tiny_clip, classnames, prompt=name, n_ctx=2, depth=2)
+        assert (model.ctx is not None) == v.learns_text
+        assert (model.text_deep is not None) == (v.text == "deep")
+        assert (model.vision_ctx is not None) == (v.vision == "deep")
+        assert (model.couplers is not None) == (v.vision == "coupled")
+
+
+@pytest.mark.parametrize("method", list(capt.METHODS))
+def test_a_method_builds_its_own_model(tiny_clip, classnames, method):
+    m = capt.get_method(method)
+    model = m.build(tiny_clip, classnames, n_ctx=2, depth=2, templates=["a photo of a {}.", "a {}."])
+    assert model.prompt == m.prompt and model.templates == ["a photo of a {}.", "a {}."]
+    assert model.depth == (2 if capt.prompts.VARIANTS[m.prompt].deep else model.depth)

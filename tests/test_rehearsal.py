@@ -1,0 +1,101 @@
+"""Dress rehearsal of the ``paper`` profile: every chapter, through ``capt run paper``, on a miniature of
+all fifteen datasets in CoOp's layout and a random-init ViT-B/32 loaded from a local weights file.
+
+The profile file is used as it is; the overrides only shrink it or point it at this machine
+(:data:`OVERRIDES`): the data root, the weights file, the output folder and the device; epochs,
+shots and seeds; the test subsets (``max_n``, ``aa_n``); the attack steps (``train_steps``,
+``pgd_steps``, ``steps_list``). Model (ViT-B-32 at 224 px, QuickGELU), prompt depth 9, n_ctx 2, the
+methods, the datasets, the ablation groups and the attacks are the profile's own.
+
+The book is not built with Sphinx here (minutes on 2 cores); the executed notebooks are checked instead:
+every chapter ran without an error and shows its tables, and the rows are in the results store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_data import make_coop_root
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OVERRIDES = {
+    "epochs": 1, "shots": [1], "seeds": [1],
+    "max_n": 1, "aa_n": 1,
+    "train_steps": 1, "pgd_steps": 1, "steps_list": [1],
+}
+
+
+def write_random_vit_b32(path: Path) -> Path:
+    """A random-init ViT-B/32 (QuickGELU, as OpenAI's) saved as an open_clip state dict."""
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_weights_file_loads_through_the_openai_path_with_quick_gelu(tmp_path):
+    from open_clip.transformer import QuickGELU
+
+    import capt
+
+    path = write_random_vit_b32(tmp_path / "openai" / "ViT-B-32.pt")  # a path naming openai, as open_clip's cache
+    bundle = capt.load_clip("ViT-B-32", pretrained=str(path))
+    acts = {type(m) for m in bundle.model.modules() if "GELU" in type(m).__name__}
+    assert acts == {QuickGELU}
+    assert bundle.image_size == 224 and bundle.model.visual.conv1.kernel_size == (32, 32)
+    plain = capt.load_clip("ViT-B-32", pretrained=str(path), quick_gelu=False)
+    assert QuickGELU not in {type(m) for m in plain.model.modules()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 600 s per test is for unit tests; see the module docstring for the cost
+def test_paper_profile_dress_rehearsal(tmp_path):
+    import nbformat
+
+    from capt.data.real import REAL_DATASETS
+    from capt.profiles import load_profile, notebook_names
+    from capt.results import ResultStore
+
+    data = tmp_path / "data"
+    make_coop_root(data)
+    weights = write_random_vit_b32(tmp_path / "weights" / "openai-random" / "open_clip_pytorch_model.bin")
+    out, notebooks = tmp_path / "out", tmp_path / "notebooks"
+    sets = {**OVERRIDES, "data_root": str(data), "pretrained": str(weights), "out_dir": str(out), "device": "cpu"}
+    cmd = [sys.executable, "-m", "capt.cli", "run", "paper", "--output-dir", str(notebooks),
+           "--set", *[f"{k}={v}" for k, v in sets.items()]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    log = tmp_path / "capt-run.log"  # followed live with `tail -f` while it runs
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=3600)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, log.read_text()[-8000:]
+
+    chapters = notebook_names(load_profile("paper"))
+    assert chapters == ["01_zeroshot_robustness", "02_in_distribution", "03_distribution_shift",
+                        "04_cross_dataset", "05_base_to_new", "06_ablations", "07_attack_strength"]
+    for name in chapters:
+        nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "ViT-B-32" in injected[0].source and "depth = 9" in injected[0].source
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.get("output_type") == "error"], name
+        tables = [o for o in outputs if "text/html" in o.get("data", {}) and "<table" in o["data"]["text/html"]]
+        assert tables, f"{name} shows no table"
+
+    rows = ResultStore(out).read()
+    datasets = {d.partition("[")[0] for d in rows["dataset"].astype(str)}
+    assert datasets == set(REAL_DATASETS)  # every one of the fifteen datasets was evaluated
+    assert set(rows["method"]) >= set(load_profile("paper")["parameters"]["methods"])
+    print(f"\ndress rehearsal: {len(chapters)} chapters, {len(rows)} rows, {wall:.0f} s")
