@@ -11,20 +11,30 @@ from capt.data import miniworld as mw
 def test_regeneration_is_byte_identical_and_seed_dependent():
     a, ya, _ = mw.generate("mini_shape", "val")
     b, yb, _ = mw.generate("mini_shape", "val")
-    assert a.dtype == np.uint8 and a.shape == (200, 3, 32, 32)
+    assert a.dtype == np.uint8 and a.shape == (6 * 14, 3, 32, 32)
     assert a.tobytes() == b.tobytes() and np.array_equal(ya, yb)
     c, yc, _ = mw.generate("mini_shape", "val", seed=12345)
     assert np.array_equal(ya, yc)  # same balanced labels ...
     assert (a != c).mean() > 0.5  # ... but other images
 
 
-def test_pretrain_batch_is_deterministic_and_never_shows_heldout_combinations():
+def test_rendering_in_chunks_is_seeded_per_chunk():
+    """A split larger than one chunk is the concatenation of independently seeded chunks: the
+    first chunk of a large split equals the same objects rendered alone."""
+    attrs = mw.generate("mini_source", "test")[2]
+    n = mw._CHUNK
+    whole = mw.render(attrs, 5)
+    head = mw.render({k: v[:n] for k, v in attrs.items()}, 5)
+    assert whole.shape[0] > n and whole[:n].tobytes() == head.tobytes()
+    assert whole[n:2 * n].tobytes() != head.tobytes()
+
+
+def test_pretrain_batch_is_deterministic_and_shows_every_shape():
     i1, t1, m1, a1 = mw.pretrain_batch(3, 512)
     i2, t2, m2, _ = mw.pretrain_batch(3, 512)
     assert i1.tobytes() == i2.tobytes() and t1 == t2 and np.array_equal(m1, m2)
-    combos = set(zip(a1["colour"].tolist(), a1["shape"].tolist()))
-    held = {(mw.COLOURS.index(c), mw.SHAPES.index(s)) for c, s in mw.HELDOUT}
-    assert not combos & held
+    assert set(a1["shape"].tolist()) == set(range(len(mw.SHAPES)))  # the targets' extra shapes too
+    assert set(a1["fill"].tolist()) == set(range(len(mw.FILLS)))
     assert m1.diagonal().all()  # every image fits its own caption
     assert m1.sum(1).mean() > 1.5  # and usually other captions too (multi-positive)
     assert (a1["colour"] == mw.GREY).any() and (a1["style"] == 1).any()
@@ -40,7 +50,8 @@ def test_registry_roles_and_shifts():
     mini = set(dataset_names(kind="mini"))
     assert dataset_names(kind="mini", role="source") == ["mini_source"]
     targets = dataset_names(kind="mini", role="target")
-    assert len(targets) >= 8 and {"mini_shape", "mini_colour", "mini_heldout"} <= set(targets)
+    assert 6 <= len(targets) <= 8 and {"mini_shape", "mini_colour", "mini_size_shape"} <= set(targets)
+    assert "mini_heldout" not in mini
     shifts = {"mini_source_v2", "mini_source_sketch", "mini_source_a", "mini_source_r"}
     assert shifts <= mini and set(dataset_names(kind="mini", role="shift")) == shifts
     for name in shifts:
@@ -52,26 +63,43 @@ def test_registry_roles_and_shifts():
 
 def test_dataset_contents_and_sizes():
     src = load_dataset("mini_source", "test")
-    assert src.num_classes == 80 and len(src) == 800
+    assert src.num_classes == 100 and len(src) == 2000
     x, y = src[0]
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1
-    assert src.classnames[y].split() == [mw.COLOURS[y // 10], mw.SHAPES[y % 10]]
-    assert np.bincount(src.labels).tolist() == [10] * 80
+    assert src.classnames[y].split() == [mw.COLOURS[y // 10], mw.SOURCE_SHAPES[y % 10]]
+    assert np.bincount(src.labels).tolist() == [20] * 100
     train = load_dataset("mini_source", "train")
-    assert min(np.bincount(train.labels)) >= 16  # 16-shot training is possible
+    assert np.bincount(train.labels).tolist() == [200] * 100  # seeds' 16-shot sets barely overlap
     for name in dataset_names(kind="mini"):
         ds = load_dataset(name, "test")
-        assert 300 <= len(ds) <= 1000, name
+        role = get_spec(name).role
+        low, high = {"source": (2000, 2000), "shift": (500, 500), "target": (300, 500)}[role]
+        assert low <= len(ds) <= high, name
         assert "{}" in ds.templates[0]
         assert len(set(ds.keys)) == len(ds)
+        if role == "target":
+            assert min(np.bincount(load_dataset(name, "train").labels)) >= 16, name  # 16-shot possible
+
+
+def test_targets_have_new_label_spaces_and_their_own_templates():
+    source = set(mw.TASKS["mini_source"].classnames)
+    templates = set()
+    for name in dataset_names(kind="mini", role="target"):
+        t = mw.TASKS[name]
+        assert not set(t.classnames) & source, name
+        assert t.templates[0] != mw.TASKS["mini_source"].templates[0], name
+        templates.add(t.templates[0])
+    assert len(templates) == len(dataset_names(kind="mini", role="target"))
 
 
 def test_labels_match_attributes():
-    attrs = mw.task_attributes("mini_heldout", "test")
-    ds = load_dataset("mini_heldout", "test")
+    attrs = mw.task_attributes("mini_fill_shape", "test")
+    ds = load_dataset("mini_fill_shape", "test")
     for i in range(0, len(ds), 37):
-        colour, shape = ds.classnames[ds.labels[i]].split()
-        assert mw.COLOURS[attrs["colour"][i]] == colour and mw.SHAPES[attrs["shape"][i]] == shape
+        fill, shape = ds.classnames[ds.labels[i]].split()
+        assert mw.FILLS[attrs["fill"][i]] == fill and mw.SHAPES[attrs["shape"][i]] == shape
+    src = mw.task_attributes("mini_source", "train")
+    assert src["shape"].max() < len(mw.SOURCE_SHAPES)
     pos = mw.task_attributes("mini_position", "test")
     assert (pos["size"] == 0).all() and (pos["position"] > 0).all()
     sketch = mw.task_attributes("mini_source_sketch", "test")
@@ -89,11 +117,3 @@ def test_every_word_is_in_the_vocabulary():
     for text in texts:
         assert tok.unk_id not in tok.encode(text), text
         assert len(tok.encode(text)) + 2 <= tok.context_length
-
-
-def test_generation_is_fast():
-    import time
-
-    t = time.perf_counter()
-    mw.generate("mini_source", "train")  # 1,920 images
-    assert time.perf_counter() - t < 5.0

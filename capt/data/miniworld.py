@@ -3,14 +3,16 @@
 Everything here is generated with numpy from a seed, so the whole pipeline (prompt tuning, attacks,
 the book) runs offline and on any machine. The world is a miniature of the paper's setting:
 
-* Objects have compositional attributes: ``shape`` (10), ``colour`` (8, or an achromatic grey object
-  whose captions name no colour), ``size`` (small/large), ``fill`` (filled/outlined, thick outlines),
-  ``background`` (plain/noisy/striped/checkered, and white paper for sketches), ``position``
-  (centre/left/right/top/bottom; only small objects move off-centre) and a rendering ``style``.
-* :data:`HELDOUT` (colour, shape) combinations never appear in the pretraining stream
-  (:func:`pretrain_batch`), so the mini CLIP has to compose them, as CLIP composes unseen concepts.
-* ``mini_source`` (colour x shape, 80 classes, all combinations) plays ImageNet; ten ``role="target"``
-  tasks play the cross-dataset targets; ``mini_source_v2/_sketch/_a/_r`` play ImageNet-V2/-Sketch/-A/-R.
+* Objects have compositional attributes: ``shape`` (14), ``colour`` (10 close hues, each image's hue
+  jittered, or an achromatic grey object whose captions name no colour), ``size`` (small/large),
+  ``fill`` (filled/outlined/striped), ``background`` (plain/noisy/striped/checkered, and white paper for
+  sketches), ``position`` (centre/left/right/top/bottom; only small objects move off-centre) and a
+  rendering ``style``; half of all images are crossed by thin clutter lines.
+* ``mini_source`` (10 hues x 10 shapes, 100 confusable classes, 200 training images per class, 2,000
+  test images) plays ImageNet: hard enough that the frozen mini CLIP is often wrong or unsure.
+  Eight ``role="target"`` tasks play the cross-dataset targets: each has a label space of its own (other
+  attributes, or shapes the source never labels) and its own template. ``mini_source_v2/_sketch/_a/_r``
+  (500 images each) play ImageNet-V2/-Sketch/-A/-R.
 
 Images are rendered from signed distance functions with analytic anti-aliasing, vectorised over a
 batch, so thousands of images take well under a second; each (task, split) is cached in memory.
@@ -33,29 +35,37 @@ from .registry import DatasetSpec, register
 IMAGE_SIZE = 32
 WORLD_SEED = 20240518  # base of every dataset seed; pretraining uses its own stream
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "moon", "arrow", "bar")
-COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+# The first ten shapes are the source's; the last four appear in pretraining and in the targets only.
+SHAPES = ("circle", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "heart", "moon",
+          "arrow", "bar", "oval", "trapezoid")
+SOURCE_SHAPES = SHAPES[:10]
+# Ten hues; neighbours are close (yellow/lime, teal/cyan, purple/pink) and every image's hue is jittered,
+# so colour is a graded, confusable attribute, as fine-grained classes are for CLIP.
+COLOURS = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "blue", "purple", "pink")
+_HUES = np.array([0.0, 28.0, 52.0, 80.0, 125.0, 165.0, 188.0, 225.0, 272.0, 318.0], dtype=np.float32)
 SIZES = ("small", "large")
-FILLS = ("filled", "outlined")
+FILLS = ("filled", "outlined", "striped")
 BACKGROUNDS = ("plain", "noisy", "striped", "checkered", "white")  # "white": sketch paper only
 POSITIONS = ("centre", "left", "right", "top", "bottom")
 STYLES = ("photo", "sketch")  # styles the pretraining stream contains and captions can name
 GREY = -1  # colour index of an achromatic (colour-free) object
 
-# (colour, shape) combinations absent from pretraining: one per shape, colours spread evenly.
-HELDOUT = tuple((COLOURS[(3 * i + 1) % len(COLOURS)], s) for i, s in enumerate(SHAPES))
-_HELDOUT_IDX = frozenset((COLOURS.index(c), SHAPES.index(s)) for c, s in HELDOUT)
 
-_PALETTE = np.array([
-    (215, 35, 35),    # red
-    (240, 130, 20),   # orange
-    (235, 215, 30),   # yellow
-    (40, 170, 50),    # green
-    (30, 195, 215),   # cyan
-    (35, 65, 215),    # blue
-    (135, 50, 195),   # purple
-    (240, 110, 185),  # pink
-], dtype=np.float32)
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Hue in degrees, saturation and value in [0, 1] -> RGB in [0, 255], shape (N, 3)."""
+    h = (np.asarray(h, dtype=np.float64) % 360.0) / 60.0
+    c = v * s
+    x = c * (1 - np.abs(h % 2 - 1))
+    z = np.zeros_like(h)
+    k = np.floor(h).astype(int) % 6
+    r = np.choose(k, [c, x, z, z, x, c])
+    g = np.choose(k, [x, c, c, x, z, z])
+    b = np.choose(k, [z, z, x, c, c, x])
+    m = v - c
+    return (np.stack([r + m, g + m, b + m], 1) * 255.0).astype(np.float32)
+
+
+_PALETTE = _hsv_to_rgb(_HUES, np.full(len(_HUES), 0.85), np.full(len(_HUES), 0.9))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,6 +103,11 @@ _POLYGONS = {
     "arrow": np.array([(-1.0, -0.24), (0.1, -0.24), (0.1, -0.72), (1.0, 0.0), (0.1, 0.72), (0.1, 0.24),
                        (-1.0, 0.24)]),
     "bar": np.array([(-1.08, -0.36), (1.08, -0.36), (1.08, 0.36), (-1.08, 0.36)]),
+    "hexagon": _regular(6, 0.98, 0.0),
+    "pentagon": _regular(5, 1.02, -np.pi / 2) + np.array([0.0, 0.09]),
+    "oval": np.stack([1.05 * np.cos(np.linspace(0, 2 * np.pi, 24, endpoint=False)),
+                      0.62 * np.sin(np.linspace(0, 2 * np.pi, 24, endpoint=False))], 1),
+    "trapezoid": np.array([(-0.5, -0.62), (0.5, -0.62), (1.0, 0.62), (-1.0, 0.62)]),
 }
 
 
@@ -136,7 +151,7 @@ def _empty_attrs(n: int) -> dict[str, np.ndarray]:
 
 
 def sample_attributes(rng: np.random.Generator, n: int, *, grey_frac: float = 0.0,
-                      sketch_frac: float = 0.0, exclude_heldout: bool = False,
+                      sketch_frac: float = 0.0, shapes: int = len(SHAPES),
                       fixed: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
     """Draw ``n`` objects' attributes; ``fixed`` pins some attributes (arrays of indices) per item.
 
@@ -145,10 +160,10 @@ def sample_attributes(rng: np.random.Generator, n: int, *, grey_frac: float = 0.
     """
     fixed = fixed or {}
     a = _empty_attrs(n)
-    a["shape"] = rng.integers(0, len(SHAPES), n)
+    a["shape"] = rng.integers(0, shapes, n)
     a["colour"] = rng.integers(0, len(COLOURS), n)
     a["size"] = rng.integers(0, 2, n)
-    a["fill"] = rng.integers(0, 2, n)
+    a["fill"] = rng.integers(0, len(FILLS), n)
     a["background"] = rng.integers(0, 4, n)
     a["position"] = np.where(rng.random(n) < 0.4, 0, rng.integers(1, 5, n))
     a["style"] = (rng.random(n) < sketch_frac).astype(np.int64)
@@ -157,15 +172,11 @@ def sample_attributes(rng: np.random.Generator, n: int, *, grey_frac: float = 0.
         a[k] = np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)).copy()
     if "colour" not in fixed:
         a["colour"] = np.where(grey, GREY, a["colour"])
-    if exclude_heldout:
-        for i in range(n):  # re-draw colours of held-out combinations (a handful per batch)
-            while (int(a["colour"][i]), int(a["shape"][i])) in _HELDOUT_IDX:
-                a["colour"][i] = rng.integers(0, len(COLOURS))
     if "position" in fixed and "size" not in fixed:
         a["size"] = np.where(a["position"] > 0, 0, a["size"])
     a["position"] = np.where(a["size"] == 1, 0, a["position"])
     sketch = a["style"] == 1
-    a["fill"] = np.where(sketch, 1, a["fill"])
+    a["fill"] = np.where(sketch, FILLS.index("outlined"), a["fill"])
     a["background"] = np.where(sketch, BACKGROUNDS.index("white"), a["background"])
     return a
 
@@ -177,16 +188,19 @@ def sample_attributes(rng: np.random.Generator, n: int, *, grey_frac: float = 0.
 class Look:
     """Rendering parameters; the distribution shifts are other looks of the same world."""
 
-    colour_jitter: float = 14.0
-    brightness: tuple[float, float] = (0.88, 1.06)
-    small_scale: tuple[float, float] = (6.8, 8.2)
-    large_scale: tuple[float, float] = (11.2, 12.8)
-    rotation_deg: float = 12.0
-    centre_jitter: float = 1.5
-    bg_level: tuple[float, float] = (18.0, 105.0)
-    outline: tuple[float, float] = (2.3, 3.2)
-    sketch_outline: tuple[float, float] = (1.7, 2.4)
-    noise: float = 3.0
+    hue_jitter: float = 13.0  # degrees either way; neighbouring hues are 23-47 degrees apart
+    saturation: tuple[float, float] = (0.5, 1.0)
+    value: tuple[float, float] = (0.6, 1.0)
+    small_scale: tuple[float, float] = (5.2, 7.0)
+    large_scale: tuple[float, float] = (8.8, 11.5)
+    rotation_deg: float = 15.0
+    centre_jitter: float = 2.0
+    bg_level: tuple[float, float] = (18.0, 115.0)
+    outline: tuple[float, float] = (1.6, 2.6)
+    sketch_outline: tuple[float, float] = (1.4, 2.2)
+    clutter_frac: float = 0.5  # share of images crossed by thin clutter lines (occluders)
+    clutter_lines: int = 2
+    noise: float = 6.0
     mode: str = "photo"  # photo | pencil | hard | rendition
 
 
@@ -203,7 +217,7 @@ def _transform(rng, a, look: Look, n: int):
     c = IMAGE_SIZE / 2
     jx = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
     jy = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
-    room = c - scale * 1.05 - 0.5
+    room = (c - scale * 1.05 - 0.5) * rng.uniform(0.35, 1.0, n)  # off-centre by a varying amount
     pos = a["position"]
     cx = c + jx + np.where(pos == 1, -room, 0) + np.where(pos == 2, room, 0)
     cy = c + jy + np.where(pos == 3, -room, 0) + np.where(pos == 4, room, 0)
@@ -230,17 +244,27 @@ def _object_sdf(a, cx, cy, scale, theta, wobble=None) -> np.ndarray:
     return out
 
 
-def _coverage(d: np.ndarray, fill: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+def _coverage(rng, d: np.ndarray, fill: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+    """Object opacity: filled, outlined, or striped (a thin outline holding stripes at any angle)."""
+    n = len(fill)
     inside = np.clip(0.5 - d, 0.0, 1.0)
     band = inside * np.clip(0.5 + d + thickness[:, None, None], 0.0, 1.0)
-    return np.where(fill[:, None, None] == 1, band, inside)
+    x, y = _coords()
+    ang = rng.uniform(0, np.pi, n)[:, None, None]
+    period = rng.uniform(2.6, 3.6, n)[:, None, None]
+    phase = rng.uniform(0, 4, n)[:, None, None]
+    t = (np.cos(ang) * x + np.sin(ang) * y + phase) % period
+    stripes = np.clip(1.0 - np.abs(t - period / 2) * 1.2, 0.0, 1.0)
+    thin = inside * np.clip(0.5 + d + 1.0, 0.0, 1.0)
+    striped = np.maximum(thin, inside * stripes)
+    f = fill[:, None, None]
+    return np.where(f == 1, band, np.where(f == 2, striped, inside)).astype(np.float32)
 
 
 def _colours(rng, a, look: Look, n: int) -> np.ndarray:
     col = a["colour"]
-    base = _PALETTE[np.clip(col, 0, None)]
-    rgb = base + rng.uniform(-look.colour_jitter, look.colour_jitter, (n, 3))
-    rgb *= rng.uniform(*look.brightness, (n, 1))
+    hue = _HUES[np.clip(col, 0, None)] + rng.uniform(-look.hue_jitter, look.hue_jitter, n)
+    rgb = _hsv_to_rgb(hue, rng.uniform(*look.saturation, n), rng.uniform(*look.value, n))
     grey = rng.uniform(150, 235, n)[:, None] + rng.uniform(-5, 5, (n, 3))
     rgb = np.where((col == GREY)[:, None], grey, rgb)
     return np.clip(rgb, 0, 255).astype(np.float32)
@@ -258,12 +282,12 @@ def _backgrounds(rng, a, look: Look, n: int) -> np.ndarray:
     base = np.clip(level[:, None] + tint, 0, 255)
     img = np.broadcast_to(base[:, None, None, :], (n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32).copy()
     x, y = _coords()
-    second = base + rng.uniform(38, 62, n)[:, None]
+    second = base + rng.uniform(18, 45, n)[:, None]  # faint patterns: the scene is not trivial to read
     bg = a["background"]
     # noisy
     idx = np.nonzero(bg == 1)[0]
     if len(idx):
-        lum = rng.normal(0, rng.uniform(20, 30, len(idx))[:, None, None], (len(idx), IMAGE_SIZE, IMAGE_SIZE))
+        lum = rng.normal(0, rng.uniform(10, 24, len(idx))[:, None, None], (len(idx), IMAGE_SIZE, IMAGE_SIZE))
         img[idx] += lum[..., None] + rng.normal(0, 7, (len(idx), IMAGE_SIZE, IMAGE_SIZE, 3))
     # striped: horizontal, vertical or diagonal stripes, period 4-6
     idx = np.nonzero(bg == 2)[0]
@@ -297,8 +321,23 @@ def _box_blur(img: np.ndarray) -> np.ndarray:
 
 
 def render(attrs: dict[str, np.ndarray], seed: int, look: Look = Look()) -> np.ndarray:
-    """Render objects with these attributes; returns uint8 ``(N, 3, H, W)``. Deterministic in ``seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    """Render objects with these attributes; returns uint8 ``(N, 3, H, W)``. Deterministic in ``seed``.
+
+    Images are rendered in chunks of :data:`_CHUNK` (each with its own random stream), which keeps the
+    working arrays in cache: a 20,000-image split takes a few seconds.
+    """
+    n = len(attrs["shape"])
+    out = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for k, s in enumerate(range(0, n, _CHUNK)):
+        part = {key: v[s:s + _CHUNK] for key, v in attrs.items()}
+        out[s:s + _CHUNK] = _render_chunk(part, np.random.default_rng(np.random.SeedSequence([seed, 7, k])), look)
+    return out
+
+
+_CHUNK = 512
+
+
+def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: Look) -> np.ndarray:
     a = attrs
     n = len(a["shape"])
     cx, cy, scale, theta = _transform(rng, a, look, n)
@@ -317,13 +356,16 @@ def render(attrs: dict[str, np.ndarray], seed: int, look: Look = Look()) -> np.n
         thick = rng.uniform(1.2, 1.7, n).astype(np.float32)
         rgb = 0.6 * rgb + 0.4 * 70.0
     d = _object_sdf(a, cx, cy, scale, theta, wobble)
-    alpha = _coverage(d, a["fill"], thick)
+    alpha = _coverage(rng, d, a["fill"], thick)
     colour = np.broadcast_to(rgb[:, None, None, :], bg.shape)
     if look.mode == "hard":
         alpha = alpha * rng.uniform(0.6, 0.85, n)[:, None, None]
     if look.mode == "rendition":
         colour, alpha, bg = _rendition(rng, a, d, alpha, rgb, bg, thick)
     img = bg * (1 - alpha[..., None]) + colour * alpha[..., None]
+    if look.mode != "hard" and look.clutter_frac > 0:
+        crossed = rng.random(n) < look.clutter_frac
+        img = np.where(crossed[:, None, None, None], _clutter(rng, img, n, look.clutter_lines, (0.3, 0.7)), img)
     if look.mode == "hard":
         img = _clutter(rng, img, n)
         img = img + rng.normal(0, rng.uniform(18, 30, n)[:, None, None, None], img.shape)
@@ -365,18 +407,18 @@ def _rendition(rng, a, d, alpha, rgb, bg, thick):
     return colour, alpha, bg
 
 
-def _clutter(rng, img: np.ndarray, n: int) -> np.ndarray:
+def _clutter(rng, img: np.ndarray, n: int, lines: int = 4, widths=(0.6, 1.3)) -> np.ndarray:
     """Random thick line segments over the scene (ImageNet-A's role: hard, cluttered images)."""
     g = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
     x, y = g[None, None, :], g[None, :, None]
-    for _ in range(4):
+    for _ in range(lines):
         p0 = rng.uniform(0, IMAGE_SIZE, (n, 2))[:, :, None, None]
         p1 = rng.uniform(0, IMAGE_SIZE, (n, 2))[:, :, None, None]
         ex, ey = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
         wx, wy = x - p0[:, 0], y - p0[:, 1]
         t = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey + 1e-6), 0, 1)
         dist = np.sqrt((wx - ex * t) ** 2 + (wy - ey * t) ** 2)
-        width = rng.uniform(0.6, 1.3, n)[:, None, None]
+        width = rng.uniform(*widths, n)[:, None, None]
         cov = np.clip(width + 0.5 - dist, 0, 1) * 0.85
         col = _PALETTE[rng.integers(0, len(COLOURS), n)] * rng.uniform(0.5, 1.0, (n, 1))
         img = img * (1 - cov[..., None]) + col[:, None, None, :] * cov[..., None]
@@ -402,8 +444,8 @@ def caption_attributes(rng: np.random.Generator, attrs: dict[str, np.ndarray]) -
     def name(k, p):
         c[k] = np.where(rng.random(n) < p, attrs[k], -1)
 
-    name("shape", 0.8)
-    name("colour", 0.7)
+    name("shape", 0.85)
+    name("colour", 0.75)
     c["colour"] = np.where(attrs["colour"] == GREY, -1, c["colour"])
     name("size", 0.45)
     name("fill", 0.45)
@@ -472,11 +514,11 @@ def caption_matches(image_attrs: dict[str, np.ndarray], cap_attrs: dict[str, np.
 def pretrain_batch(step_seed: int, n: int, *, grey_frac: float = 0.15, sketch_frac: float = 0.15):
     """One batch of the pretraining stream: images uint8 (N,3,H,W), captions, and the match matrix.
 
-    Held-out combinations never appear; some objects are grey (their captions name no colour) and
-    some are sketches on white paper, so shape is learned apart from colour and from the fill.
+    All fourteen shapes appear; some objects are grey (their captions name no colour) and some are
+    sketches on white paper, so shape is learned apart from colour and from the fill.
     """
     rng = np.random.default_rng(np.random.SeedSequence([WORLD_SEED, 99, step_seed]))
-    attrs = sample_attributes(rng, n, grey_frac=grey_frac, sketch_frac=sketch_frac, exclude_heldout=True)
+    attrs = sample_attributes(rng, n, grey_frac=grey_frac, sketch_frac=sketch_frac)
     images = render(attrs, int(rng.integers(0, 2**31)))
     cap = caption_attributes(rng, attrs)
     texts = caption_text(rng, cap)
@@ -498,20 +540,18 @@ class MiniTask:
     look: Look = Look()
     shift_of: Optional[str] = None
     sketch_frac: float = 0.0
+    shapes: int = len(SHAPES)  # free (unlabelled) shapes are drawn from the first `shapes` of SHAPES
     extra: dict = field(default_factory=dict)
 
 
-SOURCE_CLASSES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)  # label = colour * 10 + shape
-_SOURCE_SIZES = {"train": 24, "val": 8, "test": 10}
+SOURCE_CLASSES = tuple(f"{c} {s}" for c in COLOURS for s in SOURCE_SHAPES)  # label = colour * 10 + shape
+_NS = len(SOURCE_SHAPES)
+# ImageNet's role: 100 confusable classes, >= 200 training images per class, 2,000 test images.
+_SOURCE_SIZES = {"train": 200, "val": 5, "test": 20}
 
 
 def _source_attrs(y):
-    return {"colour": y // len(SHAPES), "shape": y % len(SHAPES)}
-
-
-def _heldout_attrs(y):
-    return {"colour": np.array([COLOURS.index(HELDOUT[k][0]) for k in y]),
-            "shape": np.array([SHAPES.index(HELDOUT[k][1]) for k in y])}
+    return {"colour": y // _NS, "shape": y % _NS}
 
 
 TASKS: dict[str, MiniTask] = {}
@@ -523,50 +563,52 @@ def _task(t: MiniTask) -> MiniTask:
 
 
 _task(MiniTask("mini_source", "source", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs,
-               _SOURCE_SIZES, "colour x shape, all 80 combinations (ImageNet's role)"))
-_task(MiniTask("mini_shape", "target", SHAPES, ("a photo of a {}.",),
-               lambda y: {"shape": y}, {"train": 40, "val": 20, "test": 60}, "which of 10 shapes"))
-_task(MiniTask("mini_colour", "target", COLOURS, ("a photo of a {} shape.",),
-               lambda y: {"colour": y}, {"train": 40, "val": 20, "test": 75}, "which of 8 colours"))
-_task(MiniTask("mini_size", "target", SIZES, ("a photo of a {} shape.",),
-               lambda y: {"size": y}, {"train": 80, "val": 40, "test": 250}, "small or large"))
+               _SOURCE_SIZES, "colour x shape: 10 close hues x 10 shapes, 100 classes (ImageNet's role)",
+               shapes=_NS))
+# Cross-dataset targets: none is a subset of the source's label space (each names other attributes,
+# or shapes the source never labels), each with its own template.
+_N = len(SHAPES)
+_task(MiniTask("mini_shape", "target", SHAPES, ("this is a {}.",),
+               lambda y: {"shape": y}, {"train": 24, "val": 6, "test": 30},
+               "which of 14 shapes, 4 of them never labelled by the source"))
+_task(MiniTask("mini_colour", "target", COLOURS, ("a {} object.",),
+               lambda y: {"colour": y}, {"train": 24, "val": 6, "test": 40}, "which of 10 hues, any shape"))
 _task(MiniTask("mini_fill", "target", FILLS, ("a photo of a {} shape.",),
-               lambda y: {"fill": y}, {"train": 80, "val": 40, "test": 250}, "filled or outlined"))
-_task(MiniTask("mini_background", "target", BACKGROUNDS[:4], ("a photo of a shape on a {} background.",),
-               lambda y: {"background": y}, {"train": 40, "val": 25, "test": 150},
+               lambda y: {"fill": y}, {"train": 40, "val": 10, "test": 120},
+               "filled, outlined or striped (a texture task, DTD's role)"))
+_task(MiniTask("mini_background", "target", BACKGROUNDS[:4], ("a photo of a thing on a {} background.",),
+               lambda y: {"background": y}, {"train": 30, "val": 10, "test": 100},
                "which background (SUN397's role: the scene, not the object)"))
-_task(MiniTask("mini_position", "target", POSITIONS[1:], ("a photo of a shape on the {}.",),
-               lambda y: {"position": y + 1}, {"train": 40, "val": 25, "test": 150},
+_task(MiniTask("mini_position", "target", POSITIONS[1:], ("there is a small object on the {}.",),
+               lambda y: {"position": y + 1}, {"train": 30, "val": 10, "test": 100},
                "where a small object sits: left, right, top or bottom"))
-_task(MiniTask("mini_heldout", "target", tuple(f"{c} {s}" for c, s in HELDOUT), ("a photo of a {}.",),
-               _heldout_attrs, {"train": 24, "val": 10, "test": 50},
-               "only the 10 colour x shape combinations never seen in pretraining"))
 _task(MiniTask("mini_size_shape", "target", tuple(f"{z} {s}" for z in SIZES for s in SHAPES),
-               ("a photo of a {}.",), lambda y: {"size": y // len(SHAPES), "shape": y % len(SHAPES)},
-               {"train": 24, "val": 10, "test": 30}, "size x shape, 20 classes"))
+               ("a close photo of a {}.",), lambda y: {"size": y // _N, "shape": y % _N},
+               {"train": 20, "val": 4, "test": 12}, "size x shape, 28 classes"))
 _task(MiniTask("mini_fill_shape", "target", tuple(f"{f} {s}" for f in FILLS for s in SHAPES),
-               ("a photo of a {}.",), lambda y: {"fill": y // len(SHAPES), "shape": y % len(SHAPES)},
-               {"train": 24, "val": 10, "test": 30}, "fill x shape, 20 classes"))
-_task(MiniTask("mini_grey_shape", "target", SHAPES, ("a photo of a {}.",),
-               lambda y: {"shape": y, "colour": np.full(len(y), GREY)}, {"train": 40, "val": 20, "test": 60},
-               "shapes of colourless (grey or white) objects"))
+               ("a picture of a {}.",), lambda y: {"fill": y // _N, "shape": y % _N},
+               {"train": 20, "val": 4, "test": 8}, "fill x shape, 42 fine-grained classes"))
+_task(MiniTask("mini_grey_shape", "target", SHAPES, ("an image of the {}.",),
+               lambda y: {"shape": y, "colour": np.full(len(y), GREY)}, {"train": 24, "val": 6, "test": 30},
+               "shapes of colourless (grey) objects"))
 
-_SHIFT_SIZES = {"test": 10}
+_SHIFT_SIZES = {"test": 5}  # 500 images each
 _task(MiniTask("mini_source_v2", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
                "mini_source re-sampled with a slightly different collection process (ImageNet-V2's role)",
-               look=Look(colour_jitter=24.0, brightness=(0.78, 1.1), small_scale=(6.3, 8.4),
-                         large_scale=(10.6, 12.8), rotation_deg=18.0, bg_level=(15.0, 125.0),
-                         outline=(2.0, 3.2)),
-               shift_of="mini_source"))
+               look=Look(hue_jitter=17.0, saturation=(0.42, 1.0), value=(0.5, 1.0), small_scale=(4.3, 6.4),
+                         large_scale=(7.6, 10.5), rotation_deg=22.0, bg_level=(15.0, 135.0),
+                         clutter_frac=0.6),
+               shift_of="mini_source", shapes=_NS))
 _task(MiniTask("mini_source_sketch", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
                "hand-drawn sketches: thin, wavy, desaturated outlines on paper (ImageNet-Sketch's role)",
-               look=Look(mode="pencil"), shift_of="mini_source", sketch_frac=1.0))
+               look=Look(mode="pencil", clutter_frac=0.0), shift_of="mini_source", sketch_frac=1.0, shapes=_NS))
 _task(MiniTask("mini_source_a", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
                "hard images: faint objects, clutter and heavy noise (ImageNet-A's role)",
-               look=Look(mode="hard"), shift_of="mini_source"))
+               look=Look(mode="hard"), shift_of="mini_source", shapes=_NS))
 _task(MiniTask("mini_source_r", "shift", SOURCE_CLASSES, ("a photo of a {}.",), _source_attrs, _SHIFT_SIZES,
                "unusual renderings: textured fills, cartoons, double lines, pixelated, blurred "
-               "(ImageNet-R's role)", look=Look(mode="rendition"), shift_of="mini_source"))
+               "(ImageNet-R's role)", look=Look(mode="rendition", clutter_frac=0.0), shift_of="mini_source",
+               shapes=_NS))
 
 
 def _split_seed(task: str, split: str) -> int:
@@ -583,7 +625,7 @@ def generate(task: str, split: str, seed: Optional[int] = None):
     per_class = t.sizes[split]
     n = per_class * len(t.classnames)
     labels = np.arange(n) % len(t.classnames)
-    attrs = sample_attributes(rng, n, fixed=t.label_attrs(labels), sketch_frac=t.sketch_frac)
+    attrs = sample_attributes(rng, n, fixed=t.label_attrs(labels), sketch_frac=t.sketch_frac, shapes=t.shapes)
     images = render(attrs, int(rng.integers(0, 2**31)), t.look)
     return images, labels, attrs
 
