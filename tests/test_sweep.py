@@ -30,18 +30,18 @@ ID_COLUMNS = ["run_key", "eval_key", "attack", "dataset", "method", "shots", "se
 def test_paper_profile_expands_without_weights_or_data():
     tasks = W.expand("paper")
     keys = [t.key for t in tasks]
-    assert len(keys) == len(set(keys)) == 1004  # each training run is one task (counted in book/sweeps.md)
+    assert len(keys) == len(set(keys)) == 1169  # each training run is one task (counted in book/sweeps.md)
     methods = Counter(t.run.method for t in tasks)
-    assert methods["zeroshot"] == 1 and methods["capt"] == 178 and methods["apt"] == 165
-    # 02 asks 6 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
-    assert sum("02_in_distribution" in t.notebooks for t in tasks) == 6 * 11 * 4 * 3 + 1
+    assert methods["zeroshot"] == 1 and methods["capt"] == 178 and methods["apt"] == methods["trades_maple"] == 165
+    # 02 asks 7 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
+    assert sum("02_in_distribution" in t.notebooks for t in tasks) == 7 * 11 * 4 * 3 + 1
     shared = next(t for t in tasks if t.run.method == "capt" and t.run.source.name == "imagenet"
                   and t.run.shots == 16 and t.run.seed == 1 and not t.run.objective and t.run.depth == 9)
     assert {"02_in_distribution", "03_distribution_shift", "04_cross_dataset", "06_ablations",
             "07_attack_strength"} <= set(shared.notebooks)
     assert all(t.out_dir == str(workspace() / "outputs" / "paper") for t in tasks)
     # every main table: clean + PGD-100 on the full test sets, clean + aa on the 1,000-image subset
-    assert sum(t.n_evaluations for t in tasks) == 6833
+    assert sum(t.n_evaluations for t in tasks) == 7831
     evals = {(tuple(map(str, e.attacks)), e.max_n) for e in shared.evaluations}
     assert {a for attacks, n in evals if n == 1000 for a in attacks} >= {"clean", str(Settings().strong())}
     assert any(n is None and str(Settings().pgd()) in attacks for attacks, n in evals)
