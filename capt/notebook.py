@@ -70,12 +70,13 @@ class Settings:
     n_ctx: int = 2
     depth: int = 9
     ctx_init: str | None = "a photo of a"
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.0035
-    train_eps: float = 1 / 255
-    train_alpha: float = 1 / 255
-    train_steps: int = 2
+    # training: the trainer's own defaults, which are the paper's (one home for each value)
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    train_eps: float = TrainConfig.eps
+    train_alpha: float = TrainConfig.alpha
+    train_steps: int = TrainConfig.steps
     eval_eps: float = 1 / 255
     strong_attack: str = "aa"  # the headline robust accuracy (AutoAttack-grade)
     aa_n: int | None = 1000  # the strong attack's fixed subset per dataset (None: the whole test set)

@@ -171,3 +171,20 @@ def test_bad_values_name_the_fix(kwargs, match):
     profile, chapter = kwargs.pop("profile", "mini"), kwargs.pop("chapter", "04_cross_dataset")
     with pytest.raises(ValueError, match=match):
         Settings.from_profile(profile, chapter, **kwargs)
+
+
+def test_committed_chapters_open_with_the_question_and_hide_their_setup():
+    """Reader-first pages: the question, then results; parameters and setup collapsed or hidden."""
+    for chapter in CHAPTERS:
+        nb = nbformat.read(NB / f"{chapter}.ipynb", as_version=4)
+        assert nb.cells[0].cell_type == "markdown" and "**The question.**" in nb.cells[0].source, chapter
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        for c in code:
+            tags = set(c.metadata.get("tags", []))
+            assert tags & {"hide-cell", "hide-input", "remove-cell", "remove-input"}, (chapter, c.source[:60])
+            if tags & {"parameters", "injected-parameters"}:
+                assert "hide-cell" in tags, chapter
+        html = [o["data"]["text/html"] for c in code for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+        if chapter != "00_mini_world" or html:
+            assert any('class="capt-headline"' in h for h in html), f"{chapter} shows no headline table"
+        assert not any("<th></th>" in h for h in html), f"{chapter} shows an index column"
