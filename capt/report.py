@@ -17,6 +17,7 @@ import pandas as pd
 from . import stats
 
 CLEAN = "clean"
+_NAMES = {"noise": "noise", "autoattack": "AutoAttack, reference"}  # column names beyond LABEL-STEPS
 # the order methods are listed in, in every table and figure (baselines first, CAPT last)
 METHOD_ORDER = ["zeroshot", "apt", "advvpt", "advvlp", "advmaple", "trades_maple", "fap", "capt"]
 
@@ -34,7 +35,7 @@ def metric_of(label: str, strong: str) -> str:
         return "clean"
     if label == strong or label.split("-")[0] == strong:
         return f"robust ({strong.upper()})"
-    return f"robust ({label.upper()})"
+    return f"robust ({_NAMES.get(label, label.upper())})"
 
 
 def metrics(rows: pd.DataFrame, strong: str) -> list[str]:
