@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import types
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +30,10 @@ from .experiments import Experiment, RunSpec, as_ref, grid
 from .methods import METHODS, get_method
 from .train import TrainConfig
 from .validation import check_choice, check_eps, check_number
+
+# tqdm.auto (imported by open_clip's hub code) warns once per kernel that ipywidgets is missing. capt's bars
+# are plain text, and the warning would make a chapter's output depend on whether it had to load a model.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 # chapter -> the knobs its parameters cell declares (every other value comes from the profile)
 CHAPTERS = {
