@@ -22,7 +22,7 @@ from capt.notebook import Settings
 from capt.profiles import workspace
 from capt.results import ResultStore
 
-MINI = Path(W.__file__).resolve().parent / "assets" / "mini_clip.pt"
+MINI = Path(W.__file__).resolve().parents[1] / "assets" / "mini_clip.pt"
 ID_COLUMNS = ["run_key", "eval_key", "attack", "dataset", "method", "shots", "seed", "n", "correct", "accuracy"]
 
 
