@@ -66,9 +66,9 @@ def _sync():
 
 
 def settings(outputs: str, device: str | None, **changes):
-    from capt.book import Settings
+    from capt.notebook import Settings
 
-    return Settings(out_dir=outputs, device=device, progress=False, **changes)
+    return Settings.from_profile("mini", out_dir=outputs, device=device, progress=False, **changes)
 
 
 def trained_model(S, spec, n: int):

@@ -29,12 +29,12 @@ def _overrides(pairs: list[str]) -> dict:
             raise SystemExit(f"capt: --set {key.strip()}: {value!r} is not valid YAML "
                              f"({' '.join(str(exc).split())})") from None
     if out:  # a misspelt name would otherwise be dropped silently and the defaults run
-        from .profiles import notebook_defaults, notebook_names
+        from .notebook import Settings
 
-        known = set().union(*(notebook_defaults(n) for n in notebook_names()))
-        unknown = sorted(set(out) - known)
-        if unknown:
-            raise SystemExit(f"capt: --set names unknown parameters {unknown}; valid choices: {', '.join(sorted(known))}")
+        try:
+            Settings.check_names(out, "--set")
+        except ValueError as exc:
+            raise SystemExit(f"capt: {exc}") from None
     return out
 
 
@@ -46,11 +46,16 @@ def _run(args) -> int:
 
 
 def _book(args) -> int:
-    from .profiles import ROOT, run_profile
+    from .profiles import checkout, run_profile
 
+    ROOT = checkout()
+    if ROOT is None:
+        raise SystemExit("capt book builds the book of a source checkout (git clone ...); run it there")
     t0 = time.perf_counter()
+    overrides = _overrides(args.set)
     if not args.no_run:
-        run_profile(args.profile, ROOT / "book" / "experiments", overrides=_overrides(args.set))
+        run_profile(args.profile, ROOT / "book" / "experiments", overrides=overrides)
+    write_glance(args.profile, overrides, ROOT / "book" / "experiments" / "glance.md")
     print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--path-output", str(ROOT)]
@@ -60,6 +65,19 @@ def _book(args) -> int:
     if rc == 0:
         print(f"book ready: {ROOT / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f}s in all)")
     return rc
+
+
+def write_glance(profile, overrides: dict, path: Path) -> Path:
+    """The intro's results-at-a-glance, generated from the chapters' saved rows of this profile."""
+    from . import report
+    from .notebook import Settings
+    from .plans import PLANS
+
+    found = {}
+    for chapter in report.FOCUS:
+        S = Settings.from_profile(profile, chapter, **overrides)
+        found[chapter] = (S, S.output / "tables" / f"{PLANS[chapter].__name__}.csv")
+    return report.write_glance(found, path)
 
 
 def _sweep(args) -> int:
@@ -85,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="execute the book's notebooks with a profile's parameters (papermill)")
     r.add_argument("profile", help="profile name in profiles/ (mini, ci, paper) or a .yaml path")
     r.add_argument("--only", nargs="+", help="notebook names (default: all)")
-    r.add_argument("--output-dir", default="outputs/notebooks", help="where executed notebooks go")
-    r.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    r.add_argument("--output-dir", default="outputs/notebooks",
+                   help="where executed notebooks go (relative paths: in the checkout, or $CAPT_HOME)")
+    r.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="override settings (YAML values, e.g. seeds=[1] eval_eps=4/255); names: capt.notebook.Settings")
     r.set_defaults(func=_run)
     b = sub.add_parser("book", help="run every notebook with a profile, then build the HTML book")
     b.add_argument("--profile", default="mini")

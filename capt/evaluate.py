@@ -134,7 +134,7 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
             saved["signature"] = signature
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(json.dumps(saved), folder / f"batch{b:06d}.json")
+                atomic_write_text(folder / f"batch{b:06d}.json", json.dumps(saved))
             computed += 1
         for s in specs:
             r = saved["results"][s.key]

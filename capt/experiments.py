@@ -168,7 +168,7 @@ class Experiment:
             return model
         run_dir = self.out_dir / "runs" / spec.key
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps({"key": spec.key, **asdict(spec)}, indent=1, default=str), run_dir / "spec.json")
+        atomic_write_text(run_dir / "spec.json", json.dumps({"key": spec.key, **asdict(spec)}, indent=1, default=str))
         train(model, data, method, spec.train, out_dir=run_dir, resume=True, progress=self.progress)
         return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the file gets the mode a plain open() would give
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -27,14 +31,20 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
+def atomic_torch_save(obj, path: str | Path) -> None:  # (obj, path): torch.save's order
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
-def atomic_write_text(text: str, path: str | Path) -> None:
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; the one text writer of the package."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | Path, obj, indent: int | None = 1) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
 def safe_torch_load(path: str | Path, what: str = "checkpoint"):

@@ -1,66 +1,156 @@
-"""Profiles: named parameter sets for the book's notebooks, run with papermill.
+"""Profiles: the one place parameter values live, and where files resolve.
 
-A profile is a YAML file (``profiles/NAME.yaml``)::
+A profile is a YAML file in ``profiles/`` (shipped inside the package as ``capt/assets/profiles``; the
+checkout's ``profiles`` is a link to it)::
 
     description: one line
-    parameters:          # given to every notebook that declares them
+    base: mini             # optional: start from another profile's values
+    parameters:            # every chapter
       seeds: [1, 2, 3]
-    notebooks:           # per-notebook overrides
+    notebooks:             # per-chapter values, over the common ones
       02_in_distribution:
         shots: [1, 4, 16, all]
-    skip: [00_mini_world]  # notebooks this profile does not run
+    skip: [00_mini_world]  # chapters this profile does not run
 
-``run_profile`` executes each notebook with the parameters it declares (papermill injects them after its
-``parameters`` cell), writing the executed copies to an output folder (the book reads them from there).
+Values the profile leaves out are the library's defaults (:class:`capt.notebook.Settings`: the paper's
+values). :func:`run_profile` executes the chapters with papermill, injecting only ``profile = NAME`` and
+the caller's overrides: each notebook reads the rest from the profile itself.
+
+Relative paths (``out_dir``, ``data_root``, a profile file) resolve against :func:`workspace`, the same
+from any working directory.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Iterable
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-PROFILES = ROOT / "profiles"
+PACKAGE = Path(__file__).resolve().parent
+PROFILES = PACKAGE / "assets" / "profiles"
+PROFILE_KEYS = ("description", "base", "parameters", "notebooks", "skip")
 
 
-def profile_path(profile: str | Path) -> Path:
-    p = Path(profile)
+def checkout() -> Path | None:
+    """The source checkout capt runs from (it holds ``notebooks/``), or None for an installed package."""
+    root = PACKAGE.parent
+    return root if (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file() else None
+
+
+def workspace() -> Path:
+    """Where relative paths resolve: ``$CAPT_HOME`` if set, else the checkout, else ``~/capt``."""
+    env = os.environ.get("CAPT_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return checkout() or Path.home() / "capt"
+
+
+def resolve(path: str | os.PathLike | None) -> Path | None:
+    """``path`` made absolute against :func:`workspace` (``~`` expanded); None stays None."""
+    if path is None:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (workspace() / p).resolve()
+
+
+def notebooks_dir() -> Path:
+    root = checkout()
+    if root is None:
+        raise FileNotFoundError("the chapters' notebooks come with a source checkout of capt (git clone ...); "
+                                "an installed package can still build Settings and run plans")
+    return root / "notebooks"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES.glob("*.yaml"))
+
+
+def profile_path(profile: str | os.PathLike) -> Path:
+    """A profile's file: a name in ``profiles/`` or a path to a ``.yaml`` file."""
+    p = Path(os.path.expanduser(str(profile)))
     if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise FileNotFoundError(f"profile file {p} does not exist")
-        return p
-    p = PROFILES / f"{profile}.yaml"
-    if not p.is_file():
-        names = sorted(q.stem for q in PROFILES.glob("*.yaml"))
-        raise ValueError(f"unknown profile {profile!r}; valid choices: {', '.join(names)} (or a path to a .yaml file)")
-    return p
+        for candidate in (p, resolve(p)):
+            if candidate.is_file():
+                return candidate.resolve()
+        raise FileNotFoundError(f"profile file {p} does not exist (relative paths are tried from the current "
+                                f"folder and from {workspace()})")
+    q = PROFILES / f"{profile}.yaml"
+    if not q.is_file():
+        raise ValueError(f"unknown profile {str(profile)!r}; valid choices: {', '.join(profile_names())} "
+                         "(or a path to a .yaml file)")
+    return q
 
 
-def load_profile(profile: str | Path) -> dict:
-    path = profile_path(profile)
+def _read(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"profile {path} is not valid YAML: {exc}") from None
-    unknown = set(data) - {"description", "parameters", "notebooks", "skip"}
-    if unknown or not isinstance(data.get("parameters", {}), dict) or not isinstance(data.get("notebooks", {}), dict):
-        raise ValueError(f"profile {path} must hold 'description', 'parameters' (a mapping) and 'notebooks' "
-                         f"(a mapping of notebook name to parameters); found keys {sorted(data)}")
-    known = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
-    bad = (set(data.get("notebooks", {})) | set(data.get("skip", []))) - known
-    if bad:
-        raise ValueError(f"profile {path} names unknown notebooks {sorted(bad)}; valid choices: {', '.join(sorted(known))}")
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path} must be a mapping with keys {', '.join(PROFILE_KEYS)}")
+    unknown = sorted(set(data) - set(PROFILE_KEYS))
+    if unknown or not isinstance(data.get("parameters") or {}, dict) or not isinstance(data.get("notebooks") or {}, dict):
+        raise ValueError(f"profile {path} must hold {', '.join(PROFILE_KEYS)} ('parameters' a mapping, 'notebooks' "
+                         f"a mapping of chapter name to parameters); found keys {sorted(data)}"
+                         + (f"; a flat file of parameters goes to papermill with -f, not to a profile" if unknown else ""))
     return data
 
 
+def load_profile(profile: str | os.PathLike | dict) -> dict:
+    """A profile with its ``base`` chain merged: {name, description, parameters, notebooks, skip}."""
+    from .notebook import CHAPTERS
+
+    if isinstance(profile, dict):
+        return profile
+    path = profile_path(profile)
+    data, seen = _read(path), [path]
+    chain = [data]
+    while chain[-1].get("base"):
+        base = profile_path(chain[-1]["base"])
+        if base in seen:
+            raise ValueError(f"profile {path}: 'base' goes round in a circle ({' -> '.join(p.stem for p in seen)})")
+        seen.append(base)
+        chain.append(_read(base))
+    params, per_chapter = {}, {}
+    for d in reversed(chain):  # the base first, each profile over it
+        params.update(d.get("parameters") or {})
+        for nb, values in (d.get("notebooks") or {}).items():
+            per_chapter.setdefault(nb, {}).update(values or {})
+    skip = list(data.get("skip") or [])
+    bad = sorted((set(per_chapter) | set(skip)) - set(CHAPTERS))
+    if bad:
+        raise ValueError(f"profile {path} names unknown chapters {bad}; valid choices: {', '.join(CHAPTERS)}")
+    name = path.stem if path.parent == PROFILES else str(path)
+    return {"name": name, "description": data.get("description", ""), "parameters": params,
+            "notebooks": per_chapter, "skip": skip}
+
+
+def chapter_values(profile: dict, chapter: str | None) -> dict:
+    """The values a loaded profile gives ``chapter`` (its common parameters, then the chapter's own)."""
+    return {**profile["parameters"], **(profile["notebooks"].get(chapter, {}) if chapter else {})}
+
+
 def notebook_names(profile: dict | None = None) -> list[str]:
-    """All notebooks, or those a loaded profile runs (its ``skip`` list left out)."""
+    """The chapters a loaded profile runs (its ``skip`` list left out), or all."""
+    from .notebook import CHAPTERS
+
     skip = set((profile or {}).get("skip", []))
-    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem not in skip)
+    return [n for n in CHAPTERS if n not in skip]
+
+
+def select_notebooks(profile: dict, only: Iterable[str] | None = None) -> list[str]:
+    """The chapters a loaded profile runs, restricted to ``only`` (unknown names are an error)."""
+    names = notebook_names(profile)
+    if not only:
+        return names
+    only = list(only)
+    bad = [n for n in only if n not in names]
+    if bad:
+        raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
+    return [n for n in names if n in only]
 
 
 _BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
@@ -68,7 +158,7 @@ _BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda 
 
 
 def _literal(node):
-    """Evaluate a parameters-cell value: literals, lists, and + - * / of numbers (e.g. ``4 / 255``); no code."""
+    """A parameters-cell value: literals, lists, and + - * / of numbers (e.g. ``4 / 255``); never code."""
     import ast
 
     if isinstance(node, ast.BinOp) and type(node.op).__name__ in _BINOPS:
@@ -80,7 +170,7 @@ def _literal(node):
     return ast.literal_eval(node)
 
 
-def notebook_defaults(notebook: str | Path) -> dict:
+def notebook_defaults(notebook: str | os.PathLike) -> dict:
     """The values of a notebook's ``parameters`` cell, read without executing it."""
     import ast
 
@@ -88,7 +178,7 @@ def notebook_defaults(notebook: str | Path) -> dict:
 
     path = Path(notebook)
     if not path.suffix:
-        path = NOTEBOOKS / f"{notebook}.ipynb"
+        path = notebooks_dir() / f"{notebook}.ipynb"
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
@@ -104,62 +194,46 @@ def notebook_defaults(notebook: str | Path) -> dict:
     return out
 
 
-def settings_for(profile: str | Path | dict, notebook: str, overrides: dict | None = None):
-    """The :class:`capt.book.Settings` a notebook runs with under ``profile`` (its defaults + the profile)."""
-    from .book import Settings
-
-    data = load_profile(profile) if not isinstance(profile, dict) else profile
-    params = {**notebook_defaults(notebook), **parameters_for(data, notebook, overrides)}
-    return Settings.from_namespace(params)
-
-
-def select_notebooks(profile: dict, only: Iterable[str] | None = None) -> list[str]:
-    """The notebooks a loaded profile runs, restricted to ``only`` (unknown names are an error)."""
-    names = notebook_names(profile)
-    if not only:
-        return names
-    only = list(only)
-    bad = [n for n in only if n not in names]
-    if bad:
-        raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
-    return [n for n in names if n in only]
-
-
-def parameters_for(profile: dict, notebook: str | Path, overrides: dict | None = None) -> dict:
-    """The profile's parameters that ``notebook`` declares in its parameters cell (others are dropped)."""
-    import papermill as pm
-
-    path = Path(notebook)
-    if not path.suffix:
-        path = NOTEBOOKS / f"{notebook}.ipynb"
-    declared = set(pm.inspect_notebook(str(path)))
-    merged = {**profile.get("parameters", {}), **profile.get("notebooks", {}).get(path.stem, {}), **(overrides or {})}
-    return {k: v for k, v in merged.items() if k in declared}
-
-
-def injected_parameters(profile: dict, notebook: str, overrides: dict | None = None) -> dict:
-    """Every parameter, the notebook's defaults included: papermill then always replaces the cell it
-    injected in an earlier execution (the committed notebooks carry the ci profile's)."""
-    return {**notebook_defaults(notebook), **parameters_for(profile, notebook, overrides)}
-
-
-def run_profile(profile: str | Path, output_dir: str | Path, only: Iterable[str] | None = None,
+def run_profile(profile: str | os.PathLike, output_dir: str | os.PathLike, only: Iterable[str] | None = None,
                 overrides: dict | None = None, kernel: str = "python3", log=print) -> list[Path]:
-    """Execute the notebooks of ``profile`` into ``output_dir`` (the same name per notebook)."""
+    """Execute the chapters of ``profile`` into ``output_dir`` (the same name per notebook)."""
     import papermill as pm
+
+    from .notebook import Settings
 
     data = load_profile(profile)
+    overrides = dict(overrides or {})
+    Settings.check_names(overrides, "capt run --set")
     names = select_notebooks(data, only)
-    out = Path(output_dir)
+    for name in names:  # every chapter's settings are checked before the first one runs
+        Settings.from_profile(data, name, **overrides)
+    nb_dir = notebooks_dir()
+    out = resolve(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ref = str(profile_path(profile)) if Path(str(profile)).suffix in (".yaml", ".yml") else data["name"]
     written = []
     for i, name in enumerate(names, 1):
-        params = injected_parameters(data, name, overrides)
-        log(f"[{i}/{len(names)}] {name} ({Path(profile).stem} profile)")
+        log(f"[{i}/{len(names)}] {name} ({data['name']} profile)")
         t0 = time.perf_counter()
         target = out / f"{name}.ipynb"
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(target), parameters=params, kernel_name=kernel,
-                            cwd=str(NOTEBOOKS), progress_bar=True, report_mode=False)
+        pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(target), parameters={"profile": ref, **overrides},
+                            kernel_name=kernel, cwd=str(nb_dir), progress_bar=True, report_mode=False)
+        hide_injected(target)
         log(f"    done in {time.perf_counter() - t0:.0f}s -> {target}")
         written.append(target)
     return written
+
+
+def hide_injected(path: str | os.PathLike) -> None:
+    """Collapse the cell papermill injected (tag ``hide-cell``): the book shows results first, and the
+    values a run used stay one click away."""
+    import nbformat
+
+    from .io import atomic_write_text
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+    atomic_write_text(path, nbformat.writes(nb))

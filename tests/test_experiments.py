@@ -1,10 +1,12 @@
-"""Experiments, the results store and the notebooks' Settings: caching, no duplicates, clear errors."""
+"""Experiments, the results store, the chapters' Settings and report tables: caching, no duplicates, clear
+errors, intervals and verdicts."""
 
 import pandas as pd
 import pytest
 
 import capt.experiments as E
-from capt.book import Settings, mean_std, verdict
+from capt import report
+from capt.notebook import Settings
 from capt.results import ResultStore, stable_key
 from capt.train import TrainConfig
 
@@ -45,7 +47,8 @@ def test_base_to_new_runs_train_on_base_and_test_on_new(tiny_experiment):
     spec = E.RunSpec("capt", "mini_size_shape[base]", shots=1, seed=1, depth=2, train=tc)
     rows = tiny_experiment.evaluate(spec, ["mini_size_shape[base]", "mini_size_shape[new]"], ["clean"], max_n=20)
     assert rows["dataset"].tolist() == ["mini_size_shape[base]", "mini_size_shape[new]"]
-    assert tiny_experiment.train_data(spec).num_classes == 10
+    whole = E.load_dataset("mini_size_shape", "train").num_classes
+    assert tiny_experiment.train_data(spec).num_classes == -(-whole // 2)  # CoCoOp's base half
 
 
 def test_store_drops_duplicates_and_never_half_writes(tmp_path):
@@ -65,7 +68,8 @@ def test_objective_overrides_equal_to_the_method_default_share_its_key():
     changed = E.RunSpec("capt", "mini_source", objective={"lam": 1.5, "ce_on": "adv"})
     assert changed.objective == (("ce_on", "adv"),) and changed.key != base.key
     # the main experiment's CAPT run is an ablation's default variant: one training, not several
-    S = Settings(seeds=[1], shots=[16], ablations=["alpha strategy", "lambda", "frozen teacher"])
+    S = Settings.from_profile("mini", "06_ablations", seeds=[1], shots=[16],
+                              ablations=["alpha strategy", "lambda", "frozen teacher"])
     main = {r.key for r in S.runs(methods=["capt"])}
     defaults = {r.key for g, label, r in S.ablation_runs()
                 if (g, label) in {("alpha strategy", "frozen_confidence"), ("lambda", "1.5"),
@@ -92,15 +96,56 @@ def test_stable_key_ignores_dict_order():
 ])
 def test_settings_reject_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Settings(**kwargs)
+        Settings.from_profile("mini", "04_cross_dataset", **kwargs)
 
 
-def test_tables_and_verdict():
-    rows = pd.DataFrame({
-        "dataset": ["d"] * 8, "method": ["capt"] * 4 + ["fap"] * 4, "seed": [1, 2, 1, 2] * 2,
-        "attack": ["clean", "clean", "pgd-10", "pgd-10"] * 2, "accuracy": [60, 62, 30, 32, 61, 61, 20, 22.0]})
-    t = mean_std(rows, ["dataset"], ["attack", "method"])
-    assert t.loc["d", ("pgd-10", "capt")] == "31.0 ± 1.4"
-    v = verdict(rows)
-    assert "clean: capt 61.0% ties with the best baseline fap (61.0%, +0.0)" in v
-    assert "robust: capt 31.0% beats the best baseline fap (21.0%, +10.0)" in v
+def _rows(seeds=(1, 2), n=200):
+    """Rows with per-image masks: capt far ahead of fap under the strong attack, level on clean."""
+    import numpy as np
+
+    from capt.results import MASK_COLUMN, encode_mask
+
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for method, clean, robust in (("capt", 0.60, 0.35), ("fap", 0.61, 0.10), ("zeroshot", 0.70, 0.01)):
+            for attack, p in (("clean", clean), ("aa", robust), ("pgd-10", robust + 0.05)):
+                mask = rng.random(n) < p
+                out.append({"dataset": "d", "method": method, "seed": seed, "attack": attack, "eps": 4 / 255,
+                            "n": n, "correct": int(mask.sum()), "accuracy": 100.0 * mask.mean(),
+                            MASK_COLUMN: encode_mask(mask)})
+    return pd.DataFrame(out)
+
+
+def test_headline_table_is_compact_html_with_intervals_and_no_index():
+    t = report.headline(_rows(), "aa", "caption")
+    assert list(t.frame.columns) == ["method", "clean", "robust (AA)", "robust (PGD-10)"]
+    assert list(t.frame["method"]) == ["zeroshot", "fap", "capt"]  # the house order
+    html = t._repr_html_()
+    assert html.startswith('<div class="capt-headline">') and "<table" in html and "<th></th>" not in html
+    assert "±" not in html and "[" in t.frame.loc[2, "robust (AA)"]
+    assert "2 seeds" in t.note or "1, 2" in t.note or "seeds" in t.note
+
+
+def test_one_seed_is_labelled_as_one_seed():
+    t = report.headline(_rows(seeds=(1,)), "aa", "caption")
+    assert t.note.startswith("One seed") and "± 0.0" not in repr(t)
+
+
+def test_verdict_prints_the_interval_and_decides_only_when_it_excludes_zero():
+    c = report.compare(_rows(), "aa").set_index("metric")
+    assert c.loc["robust (AA)", "baseline"] == "fap" and c.loc["robust (AA)", "verdict"] == "win"
+    assert c.loc["robust (AA)", "lo"] > 0
+    x = c.loc["robust (AA)"]
+    line = report.verdict(_rows(), "aa").splitlines()[1]
+    assert line == (f"robust (AA): capt {x.ours:.1f} vs fap {x.theirs:.1f}: {x['diff']:+.1f} points, "
+                    f"95 % interval [{x.lo:+.1f}, {x.hi:+.1f}] -> win")
+    assert c.loc["clean", "verdict"] != "win" and c.loc["clean", "lo"] < 0 < c.loc["clean", "hi"]
+
+
+def test_the_reading_quotes_the_table_it_sits_under():
+    rows = _rows()
+    text = report.reading(rows, "aa", "d").text
+    table = report.compare(rows, "aa").set_index("metric")
+    assert f"{table.loc['robust (AA)', 'ours']:.1f} %" in text and "**wins**" in text
+    assert "**What the evidence supports (2 seeds):** CAPT is better on robust (AA)" in text

@@ -297,14 +297,14 @@ def _folder_names(folder: Path) -> list[str]:
 
 
 def _writers():
-    from capt.book import save_rows
+    from capt.report import save_rows
 
     return {
         "atomic_torch_save (checkpoints)": (lambda v, p: atomic_torch_save({"v": torch.full((1000,), float(v))}, p),
                                             (torch, "save", torn_torch_save)),
         "save_rows (notebook tables)": (lambda v, p: save_rows(pd.DataFrame({"v": [v] * 500}), p),
                                         (pd.DataFrame, "to_csv", torn_to_csv)),
-        "atomic_write_text (spec.json)": (lambda v, p: atomic_write_text(f"version {v}\n" * 500, p),
+        "atomic_write_text (spec.json)": (lambda v, p: atomic_write_text(p, f"version {v}\n" * 500),
                                           (os, "replace", torn_replace)),
         "atomic_write_json (few-shot cache, manifest)": (lambda v, p: atomic_write_json(p, {"v": [v] * 500}),
                                                          (os, "replace", torn_replace)),

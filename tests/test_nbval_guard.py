@@ -1,12 +1,13 @@
 """nbval really guards the committed notebooks: change one reported number and the check fails.
 
-A copy of the cheapest committed notebook (zero-shot robustness, no training) gets one digit of its printed
-summary changed; ``pytest --nbval`` on the copy must then fail on exactly that cell while every other cell
-still passes, which also shows the copy itself runs cleanly outside the repository.
+A copy of the cheapest committed notebook (zero-shot robustness, no training) gets one digit of its
+generated reading changed; ``pytest --nbval`` on the copy must then fail on exactly that cell while every
+other cell still passes, which also shows the copy itself runs cleanly outside the repository.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,30 +22,33 @@ SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 
 
 def _tamper(nb) -> tuple[int, str, str]:
-    """Change the first digit of the first printed percentage; return (code-cell index, old, new text).
-    nbval numbers the code cells only."""
+    """Change the first digit after the point of the first percentage in a generated reading (its
+    text/plain and text/markdown alike); return (code-cell index, old, new text). nbval numbers the
+    code cells only."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     for i, cell in enumerate(code):
         for out in cell.get("outputs", []):
-            text = out.get("text", "") if out.get("output_type") == "stream" else ""
-            m = re.search(r"(\d+)\.(\d)%", text)
-            if m and out.get("name") == "stdout":
+            data = out.get("data", {})
+            text = data.get("text/markdown", "")
+            m = re.search(r"(\d+)\.(\d) %", text)
+            if m:
                 old = m.group(0)
-                digit = int(m.group(2))
-                new = f"{m.group(1)}.{(digit + 1) % 10}%"
-                out["text"] = text.replace(old, new, 1)
+                new = f"{m.group(1)}.{(int(m.group(2)) + 1) % 10} %"
+                for mime in ("text/markdown", "text/plain"):
+                    data[mime] = data[mime].replace(old, new, 1)
                 return i, old, new
-    raise AssertionError(f"{NOTEBOOK.name} prints no percentage to tamper with")
+    raise AssertionError(f"{NOTEBOOK.name} shows no generated reading with a percentage to tamper with")
 
 
 def _nbval(path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    # the store and figures go to CAPT_HOME/outputs/ci, inside cwd; capt is imported from this checkout
+    env = {**os.environ, "CAPT_HOME": str(cwd), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", str(path),
                            "--nbval-sanitize-with", str(SANITIZE), "-o", "addopts="],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+                          cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_changing_a_reported_number_fails_nbval(tmp_path):
-    # The notebook writes to ../outputs/ci relative to itself: keep it inside tmp_path.
     work = tmp_path / "notebooks"
     work.mkdir()
     copy = work / NOTEBOOK.name

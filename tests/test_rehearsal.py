@@ -64,6 +64,7 @@ def test_paper_profile_dress_rehearsal(tmp_path):
     import nbformat
 
     from capt.data.real import REAL_DATASETS
+    from capt.notebook import Settings
     from capt.profiles import load_profile, notebook_names
     from capt.results import ResultStore
 
@@ -88,7 +89,9 @@ def test_paper_profile_dress_rehearsal(tmp_path):
     for name in chapters:
         nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert injected and "ViT-B-32" in injected[0].source and "depth = 9" in injected[0].source
+        assert injected and 'profile = "paper"' in injected[0].source  # the rest comes from the profile
+        S = Settings.from_profile("paper", name, **sets)
+        assert (S.model, S.depth) == ("ViT-B-32", 9)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], name
         tables = [o for o in outputs if "text/html" in o.get("data", {}) and "<table" in o["data"]["text/html"]]
@@ -97,5 +100,5 @@ def test_paper_profile_dress_rehearsal(tmp_path):
     rows = ResultStore(out).read()
     datasets = {d.partition("[")[0] for d in rows["dataset"].astype(str)}
     assert datasets == set(REAL_DATASETS)  # every one of the fifteen datasets was evaluated
-    assert set(rows["method"]) >= set(load_profile("paper")["parameters"]["methods"])
+    assert set(rows["method"]) >= set(Settings.from_profile("paper").methods)
     print(f"\ndress rehearsal: {len(chapters)} chapters, {len(rows)} rows, {wall:.0f} s")

@@ -331,7 +331,7 @@ runs = E.grid(["zeroshot", "capt"], [1], [1], "mini_shape", depth=2, train=tc)
 sys.addaudithook(hook)
 exp = E.Experiment(out, progress=True, batch_size=64, device="cpu")
 rows = exp.run(runs, ["mini_shape"], ["clean", {"name": "pgd", "eps": 4 / 255, "steps": 1}], max_n=16)
-from capt.book import save_rows
+from capt.report import save_rows
 save_rows(rows, os.path.join(out, "tables", "rows.csv"))
 on[0] = False  # the log itself is not part of what is checked
 with open(log, "w") as fh:

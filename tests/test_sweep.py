@@ -18,9 +18,11 @@ import pytest
 import yaml
 
 import capt.sweep as W
+from capt.notebook import Settings
+from capt.profiles import workspace
 from capt.results import ResultStore
 
-MINI = Path(W.__file__).resolve().parent / "assets" / "mini_clip.pt"
+MINI = Path(W.__file__).resolve().parents[1] / "assets" / "mini_clip.pt"
 ID_COLUMNS = ["run_key", "eval_key", "attack", "dataset", "method", "shots", "seed", "n", "correct", "accuracy"]
 
 
@@ -28,23 +30,29 @@ ID_COLUMNS = ["run_key", "eval_key", "attack", "dataset", "method", "shots", "se
 def test_paper_profile_expands_without_weights_or_data():
     tasks = W.expand("paper")
     keys = [t.key for t in tasks]
-    assert len(keys) == len(set(keys)) == 1004  # each training run is one task (counted in book/sweeps.md)
+    assert len(keys) == len(set(keys)) == 1169  # each training run is one task (counted in book/sweeps.md)
     methods = Counter(t.run.method for t in tasks)
-    assert methods["zeroshot"] == 1 and methods["capt"] == 178 and methods["apt"] == 165
-    # 02 asks 6 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
-    assert sum("02_in_distribution" in t.notebooks for t in tasks) == 6 * 11 * 4 * 3 + 1
+    assert methods["zeroshot"] == 1 and methods["capt"] == 178 and methods["apt"] == methods["trades_maple"] == 165
+    # 02 asks 7 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
+    assert sum("02_in_distribution" in t.notebooks for t in tasks) == 7 * 11 * 4 * 3 + 1
     shared = next(t for t in tasks if t.run.method == "capt" and t.run.source.name == "imagenet"
                   and t.run.shots == 16 and t.run.seed == 1 and not t.run.objective and t.run.depth == 9)
     assert {"02_in_distribution", "03_distribution_shift", "04_cross_dataset", "06_ablations",
             "07_attack_strength"} <= set(shared.notebooks)
-    assert all(t.out_dir == str((W.NOTEBOOKS / "../outputs/paper").resolve()) for t in tasks)
-    assert sum(t.n_evaluations for t in tasks) == 3448
+    assert all(t.out_dir == str(workspace() / "outputs" / "paper") for t in tasks)
+    # every main table: clean + PGD-100 on the full test sets, clean + aa on the 1,000-image subset
+    assert sum(t.n_evaluations for t in tasks) == 7831
+    evals = {(tuple(map(str, e.attacks)), e.max_n) for e in shared.evaluations}
+    assert {a for attacks, n in evals if n == 1000 for a in attacks} >= {"clean", str(Settings().strong())}
+    assert any(n is None and str(Settings().pgd()) in attacks for attacks, n in evals)
 
 
-def test_relative_paths_resolve_like_the_notebooks(tmp_path):
-    assert W.resolve_dir("../outputs/mini") == str((W.NOTEBOOKS.parent / "outputs" / "mini").resolve())
-    assert W.resolve_dir(str(tmp_path)) == str(tmp_path)
-    assert W.resolve_dir(None) is None
+def test_relative_paths_resolve_like_the_notebooks(tmp_path, monkeypatch):
+    """The sweep writes where the chapters read, from any working directory."""
+    monkeypatch.chdir(tmp_path)
+    task = W.expand("ci", only=["04_cross_dataset"])[0]
+    assert task.out_dir == str(Settings.from_profile("ci", "04_cross_dataset").output)
+    assert task.out_dir == str(workspace() / "outputs" / "ci")
     with pytest.raises(ValueError, match="unknown notebooks"):
         W.expand("ci", only=["08_nothing"])
 
@@ -175,10 +183,10 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc")
 def test_mini_sweep_survives_a_killed_worker(tmp_path):
     profile = tmp_path / "tiny.yaml"
-    profile.write_text(yaml.safe_dump({"description": "8 tiny runs", "parameters": {
+    profile.write_text(yaml.safe_dump({"description": "8 tiny runs", "base": "mini", "parameters": {
         "out_dir": str(tmp_path / "store"), "targets": ["mini_shape"], "shifts": [],
         "methods": ["apt", "advmaple", "fap", "capt"], "shots": [1], "seeds": [1, 2], "epochs": 1,
-        "max_n": 50, "pgd_steps": 2, "train_steps": 1}, "notebooks": {}}))
+        "max_n": 50, "pgd_steps": 2, "train_steps": 1, "strong_attack": "apgd"}, "notebooks": {}}))
     only = ["04_cross_dataset"]
     tasks = W.expand(profile, only)
     assert len(tasks) == 8
@@ -212,7 +220,7 @@ def test_mini_sweep_survives_a_killed_worker(tmp_path):
 
     store = ResultStore(tmp_path / "store")
     rows = store.read()
-    assert len(rows) == 8 * 2 * 2 and not rows.duplicated(["run_key", "eval_key", "attack"]).any()
+    assert len(rows) == 8 * 2 * 3 and not rows.duplicated(["run_key", "eval_key", "attack"]).any()
 
     # the same jobs, one after the other in this process, give the same numbers
     import torch

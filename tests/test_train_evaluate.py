@@ -149,32 +149,6 @@ def test_summarize_mean_std_over_seeds():
     assert s.loc[0, "mean ± std"] == "60.0 ± 10.0"
 
 
-def test_fap_trains_on_a_label_free_kl_attack_and_trades_maple_on_pgd_ce(tiny_clip, classnames):
-    from capt.objectives import kl_per_sample
-
-    fap, trades = capt.get_method("fap"), capt.get_method("trades_maple")
-    assert (fap.train_attack, trades.train_attack) == ("pgd_kl", "pgd_ce")
-    assert fap.prompt == trades.prompt == "maple" and trades.objective.kind == "trades"
-    model = build(tiny_clip, classnames, "fap").eval()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 3, 32, 32, generator=g)
-    eps = 8 / 255
-    with torch.no_grad():
-        tf = model.encode_text()
-    def attack(labels, steps, method=fap):
-        return method.attack(model, x, labels, eps=eps, alpha=2 / 255, steps=steps, text_features=tf,
-                             generator=torch.Generator().manual_seed(5))
-    a = attack(torch.zeros(6, dtype=torch.long), 5)
-    assert torch.equal(a, attack(torch.arange(6) % 5, 5))  # labels unused
-    assert (a - x).abs().max() <= eps + 1e-6 and a.min() >= 0 and a.max() <= 1
-    one = attack(None, 1)
-    with torch.no_grad():
-        clean = model(x, tf)
-        kl_attacked = kl_per_sample(model(a, tf), clean).mean()
-        kl_start = kl_per_sample(model(one, tf), clean).mean()
-    assert kl_attacked > kl_start  # five steps drive the prediction further from the clean one than one
-
-
 def test_rows_keep_per_image_outcomes_and_prompt_shape(tiny_clip, classnames, dataset):
     from capt.results import MASK_COLUMN, decode_mask
 
@@ -232,3 +206,29 @@ def test_experiment_resumes_an_interrupted_evaluation_and_keeps_masks(tiny_clip,
     alone = E.Experiment(tmp_path / "whole", progress=False, batch_size=8).evaluate(run, ["mini_shape"],
                                                                                     attacks[2:], max_n=20)
     assert alone["eval_key"].iloc[0] != whole["eval_key"].iloc[2]
+
+
+def test_fap_trains_on_a_label_free_kl_attack_and_trades_maple_on_pgd_ce(tiny_clip, classnames):
+    from capt.objectives import kl_per_sample
+
+    fap, trades = capt.get_method("fap"), capt.get_method("trades_maple")
+    assert (fap.train_attack, trades.train_attack) == ("pgd_kl", "pgd_ce")
+    assert fap.prompt == trades.prompt == "maple" and trades.objective.kind == "trades"
+    model = build(tiny_clip, classnames, "fap").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    eps = 8 / 255
+    with torch.no_grad():
+        tf = model.encode_text()
+    def attack(labels, steps, method=fap):
+        return method.attack(model, x, labels, eps=eps, alpha=2 / 255, steps=steps, text_features=tf,
+                             generator=torch.Generator().manual_seed(5))
+    a = attack(torch.zeros(6, dtype=torch.long), 5)
+    assert torch.equal(a, attack(torch.arange(6) % 5, 5))  # labels unused
+    assert (a - x).abs().max() <= eps + 1e-6 and a.min() >= 0 and a.max() <= 1
+    one = attack(None, 1)
+    with torch.no_grad():
+        clean = model(x, tf)
+        kl_attacked = kl_per_sample(model(a, tf), clean).mean()
+        kl_start = kl_per_sample(model(one, tf), clean).mean()
+    assert kl_attacked > kl_start  # five steps drive the prediction further from the clean one than one

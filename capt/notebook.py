@@ -1,0 +1,302 @@
+"""A chapter's settings: the profile it names, plus the chapter's own knobs, checked at once.
+
+A notebook's ``parameters`` cell holds ``profile = "mini"`` and the chapter's own knobs (``None``: the
+profile's value); its setup cell is ``S = Settings.for_chapter("04_cross_dataset", globals())``.
+Everything else comes from the profile (``profiles/NAME.yaml``), over the defaults below, which are the
+paper's values (CLIP ViT-B/32 with OpenAI weights, PGD-100 at 1/255 on the full test sets, the
+AutoAttack-grade ``aa`` on a fixed 1,000-image subset per dataset). Re-running a chapter::
+
+    papermill notebooks/04_cross_dataset.ipynb out.ipynb -p profile paper
+    papermill notebooks/04_cross_dataset.ipynb out.ipynb -p profile mini -p seeds '[1]'
+    papermill notebooks/04_cross_dataset.ipynb out.ipynb -p profile mini -f my_values.yaml  # flat file
+
+Validation has no side effects: nothing is loaded, trained or written.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import warnings
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from .attacks import ATTACKS, AttackSpec
+from .data.fewshot import validate_shots
+from .experiments import Experiment, RunSpec, as_ref, grid
+from .methods import METHODS, get_method
+from .train import TrainConfig
+from .validation import check_choice, check_eps, check_number
+
+# tqdm.auto (imported by open_clip's hub code) warns once per kernel that ipywidgets is missing. capt's bars
+# are plain text, and the warning would make a chapter's output depend on whether it had to load a model.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+# chapter -> the knobs its parameters cell declares (every other value comes from the profile)
+CHAPTERS = {
+    "00_mini_world": (),
+    "01_zeroshot_robustness": ("eps_list",),
+    "02_in_distribution": ("datasets", "shots"),
+    "03_distribution_shift": (),
+    "04_cross_dataset": (),
+    "05_base_to_new": ("datasets",),
+    "06_ablations": ("ablations",),
+    "07_attack_strength": ("eps_list", "steps_list"),
+}
+ABLATION_GROUPS = ("alpha strategy", "lambda", "CE on", "prompt depth", "context length", "frozen teacher")
+PAPER_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+_LISTS = ("targets", "shifts", "methods", "shots", "seeds", "datasets", "eps_list", "steps_list", "ablations")
+_EPS = ("train_eps", "train_alpha", "eval_eps")
+# what a papermill run with a profile *file* passed by ``-f`` injects (a mistake worth naming)
+_PROFILE_FILE_KEYS = {"description", "base", "parameters", "notebooks", "skip"}
+_IPYTHON = {"In", "Out", "exit", "quit", "get_ipython"}
+
+
+@dataclass
+class Settings:
+    """Every parameter a chapter takes. Defaults: the paper's protocol (arXiv 2405.11154, Sec. 4)."""
+
+    profile: str | None = None  # the profile these values came from (names the default out_dir)
+    model: str = "ViT-B-32"  # "mini", or an open_clip name
+    pretrained: str | None = "openai"  # open_clip weights tag or a local weights file
+    data_root: str | None = None  # real datasets in CoOp's layout; relative to the workspace
+    out_dir: str | None = None  # None: outputs/<profile> in the workspace
+    device: str | None = None  # None: CUDA when available, else CPU
+    source: str = "imagenet"
+    targets: Sequence[str] = PAPER_DATASETS[1:]
+    shifts: Sequence[str] = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+    methods: Sequence[str] = tuple(METHODS)
+    shots: Sequence = (16,)
+    seeds: Sequence[int] = (1, 2, 3)
+    n_ctx: int = 2
+    depth: int = 9
+    ctx_init: str | None = "a photo of a"
+    # training: the trainer's own defaults, which are the paper's (one home for each value)
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    train_eps: float = TrainConfig.eps
+    train_alpha: float = TrainConfig.alpha
+    train_steps: int = TrainConfig.steps
+    eval_eps: float = 1 / 255
+    strong_attack: str = "aa"  # the headline robust accuracy (AutoAttack-grade)
+    aa_n: int | None = 1000  # the strong attack's fixed subset per dataset (None: the whole test set)
+    pgd_steps: int = 100  # the cheap second column
+    max_n: int | None = None  # clean and PGD on a fixed subset of this many images (None: all)
+    datasets: Sequence[str] = PAPER_DATASETS  # in-distribution and base-to-new tasks
+    eps_list: Sequence[float] = (1 / 255, 2 / 255, 4 / 255)  # attack-strength and zero-shot sweeps
+    steps_list: Sequence[int] = (10, 50, 100)
+    ablations: Sequence[str] = ABLATION_GROUPS
+    progress: bool = False
+
+    def __post_init__(self):
+        for name in _LISTS:
+            value = getattr(self, name)
+            if isinstance(value, str):  # papermill -p passes '[1, 2]' as text
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass
+            if isinstance(value, (str, int, float)) or value is None:
+                raise ValueError(f"{name} must be a list, e.g. {name}={list(getattr(Settings, name))[:3]!r}, got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, list(value))
+        for name in _EPS:
+            setattr(self, name, _fraction(name, getattr(self, name)))
+        self.eps_list = [_fraction("eps_list", e) for e in self.eps_list]
+        as_ref(self.source)
+        for v in [*self.targets, *self.shifts, *self.datasets]:
+            as_ref(v)
+        if not self.methods:
+            raise ValueError(f"methods must be a non-empty list; valid choices: {', '.join(METHODS)}")
+        for m in self.methods:
+            get_method(m)
+        if not self.seeds:
+            raise ValueError("seeds must be a non-empty list of integers, e.g. [1, 2, 3]")
+        for s in self.seeds:
+            check_number("seed", s, low=0, integer=True)
+        self.shots = [validate_shots(k) for k in self.shots]
+        for e in [*self.eps_list, *(getattr(self, n) for n in _EPS)]:
+            check_eps(e)
+        for k in self.steps_list:
+            check_number("steps in steps_list", k, low=1, integer=True)
+        for a in self.ablations:
+            check_choice("ablation group", a, ABLATION_GROUPS)
+        check_choice("strong_attack", self.strong_attack, ATTACKS)
+        check_number("pgd_steps", self.pgd_steps, low=1, integer=True)
+        for name in ("max_n", "aa_n"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), low=1, integer=True)
+        self.train_config()  # epochs, lr, batch size, attack steps
+        RunSpec(method=self.methods[0], source=self.source, n_ctx=self.n_ctx, depth=self.depth)
+        self._check_depth()
+
+    def _check_depth(self) -> None:
+        """A prompt depth larger than the encoder fails here, from the model's config (no weights read)."""
+        layers = encoder_layers(self.model)
+        deep = [m for m in self.methods if get_method(m).prompt in ("vision", "ivlp", "maple")]
+        if layers is not None and deep and self.depth > layers:
+            raise ValueError(f"depth={self.depth} is larger than the encoder ({layers} layers) of model "
+                             f"{self.model!r} for methods {deep}; use 1 <= depth <= {layers}")
+
+    # -- building -------------------------------------------------------------------------------------
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def check_names(cls, values: dict, where: str) -> None:
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            hint = ""
+            if set(unknown) & _PROFILE_FILE_KEYS:
+                hint = ("; this looks like a profile file passed with papermill -f: name the profile instead, "
+                        "`papermill NB.ipynb out.ipynb -p profile paper` (or -p profile path/to/file.yaml); "
+                        "-f takes a flat file of settings")
+            raise ValueError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}{hint}; valid choices: "
+                             f"{', '.join(cls.names())}")
+
+    @classmethod
+    def from_profile(cls, profile="paper", chapter: str | None = None, **overrides) -> "Settings":
+        """The settings of ``chapter`` under ``profile`` (a name, a .yaml path or a loaded profile), then
+        ``overrides``; every value is checked."""
+        from .profiles import chapter_values, load_profile
+
+        if chapter is not None:
+            check_choice("chapter", chapter, CHAPTERS)
+        data = load_profile(profile)
+        values = chapter_values(data, chapter)
+        cls.check_names(values, f"profile {data['name']}")
+        cls.check_names(overrides, "overrides")
+        return cls(**{**values, **overrides, "profile": data["name"]})
+
+    @classmethod
+    def for_chapter(cls, chapter: str, namespace: dict) -> "Settings":
+        """A notebook's settings from its globals: ``profile`` plus whatever papermill injected. A name
+        that no setting takes is an error (papermill would otherwise inject it unread)."""
+        values = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON
+                  and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
+        cls.check_names(values, f"notebook {chapter}")
+        profile = values.pop("profile", None)
+        if profile is None:
+            raise ValueError(f"notebook {chapter}: its parameters cell must name a profile, e.g. profile = \"mini\"")
+        return cls.from_profile(profile, chapter, **{k: v for k, v in values.items() if v is not None})
+
+    # -- what chapters use --------------------------------------------------------------------------------
+    @property
+    def output(self) -> Path:
+        """The results folder (absolute): ``out_dir``, or outputs/<profile>, in the workspace."""
+        from .profiles import resolve
+
+        return resolve(self.out_dir if self.out_dir is not None else f"outputs/{self.profile or 'default'}")
+
+    def train_config(self, seed: int = 1) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, eps=self.train_eps,
+                           alpha=self.train_alpha, steps=self.train_steps, seed=seed)
+
+    def experiment(self) -> Experiment:
+        from .profiles import resolve
+
+        root = resolve(self.data_root)
+        return Experiment(self.output, data_root=None if root is None else str(root), device=self.device,
+                          progress=self.progress)
+
+    def runs(self, methods=None, shots=None, seeds=None, source=None, **spec_changes) -> list[RunSpec]:
+        common = dict(model=self.model, pretrained=self.pretrained, n_ctx=self.n_ctx, depth=self.depth,
+                      ctx_init=self.ctx_init, train=self.train_config())
+        common.update(spec_changes)
+        runs = grid(list(methods or self.methods), list(shots or self.shots), list(seeds or self.seeds),
+                    source or self.source, **common)
+        # Each run's training seed is its own seed (data order, attack starts).
+        return [replace(r, train=replace(r.train, seed=r.seed)) for r in runs]
+
+    def pgd(self, eps: float | None = None, steps: int | None = None) -> AttackSpec:
+        return AttackSpec("pgd", eps=self.eval_eps if eps is None else eps, steps=steps or self.pgd_steps)
+
+    def strong(self, eps: float | None = None) -> AttackSpec:
+        """The headline attack (``aa``: APGD-CE then APGD-T, per-image worst case)."""
+        return AttackSpec(self.strong_attack, eps=self.eval_eps if eps is None else eps)
+
+    @property
+    def strong_n(self) -> int | None:
+        """How many images per dataset the strong attack sees (never more than clean and PGD do)."""
+        return self.aa_n if self.max_n is None else min(self.aa_n or self.max_n, self.max_n)
+
+    def evaluations(self) -> list[tuple[tuple, int | None]]:
+        """(attacks, subset size) pairs of a main table: clean and PGD on ``max_n`` images, the strong
+        attack (and clean, for a paired robust-vs-clean view) on ``strong_n`` of them."""
+        strong_n = self.strong_n
+        if strong_n == self.max_n:
+            return [(("clean", self.strong(), self.pgd()), self.max_n)]
+        return [(("clean", self.pgd()), self.max_n), (("clean", self.strong()), strong_n)]
+
+    def ablation_runs(self, seeds=None) -> list[tuple[str, str, RunSpec]]:
+        """CAPT's ablations as (group, variant label, run): alpha strategy, lambda, CE input,
+        prompt depth and length, and the frozen-teacher term on or off."""
+        counted = [k for k in self.shots if k != "all"]
+        base = dict(methods=["capt"], shots=[max(counted)] if counted else ["all"], seeds=seeds)
+        out = []
+
+        def add(group, label, objective=(), **spec):
+            if group not in self.ablations:
+                return
+            for r in self.runs(**base, objective=tuple(sorted(dict(objective).items())), **spec):
+                out.append((group, label, r))
+
+        for a in ("frozen_confidence", "fixed", "agreement", "loss_ratio"):
+            add("alpha strategy", a, {"alpha": a})
+        for lam in (0.0, 0.5, 1.5, 3.0):
+            add("lambda", f"{lam:g}", {"lam": lam})
+        for ce in ("clean", "adv", "both"):
+            add("CE on", ce, {"ce_on": ce})
+        for d in sorted({1, max(1, self.depth - 1), self.depth}):
+            add("prompt depth", str(d), depth=d)
+        for n in sorted({1, self.n_ctx, 2 * self.n_ctx}):
+            add("context length", str(n), n_ctx=n)
+        add("frozen teacher", "with (adaptive alpha)", {})
+        add("frozen teacher", "without (alpha = 0)", {"alpha": "fixed", "alpha_value": 0.0})
+        return out
+
+    def describe(self) -> str:
+        """One line for the top of a chapter: what this run is."""
+        strong = f"{self.strong_attack} on {'all' if self.strong_n is None else self.strong_n} images per dataset"
+        return (f"profile {self.profile}: {self.model}{' (' + self.pretrained + ')' if self.pretrained else ''}, "
+                f"source {self.source}, {len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}, eps "
+                f"{_as_255(self.eval_eps)}; headline attack {strong}, PGD-{self.pgd_steps} on "
+                f"{'all' if self.max_n is None else self.max_n} images")
+
+
+def _fraction(name: str, value):
+    """Accept ``4/255`` written as text (YAML and papermill pass it so) as well as a number."""
+    if isinstance(value, str) and "/" in value:
+        a, _, b = value.partition("/")
+        try:
+            return float(a) / float(b)
+        except (ValueError, ZeroDivisionError):
+            pass
+        raise ValueError(f"{name} must be a number or a fraction like 4/255, got {value!r}")
+    return value
+
+
+def _as_255(eps: float) -> str:
+    k = eps * 255
+    return f"{k:.0f}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def encoder_layers(model: str) -> int | None:
+    """The fewer of the model's text and image transformer layers, from its config (no weights read)."""
+    if model == "mini":
+        from .mini_model import DEFAULT_REPORT
+
+        cfg = json.loads(Path(DEFAULT_REPORT).read_text())["config"]
+    else:
+        import open_clip
+
+        cfg = open_clip.get_model_config(model)
+        if cfg is None:
+            raise ValueError(f"unknown model {model!r}; valid choices: mini, {', '.join(open_clip.list_models())}")
+    return min(cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"])

@@ -1,0 +1,190 @@
+"""Profiles are the one place parameter values live: how a chapter's Settings are built, checked and
+overridden, from any folder, and what papermill's forms of passing values do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from capt.notebook import CHAPTERS, Settings
+from capt.profiles import PROFILES, load_profile, notebook_defaults, profile_names, resolve, workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT / "notebooks"
+PAPERMILL = [sys.executable, "-m", "papermill"]
+
+
+def _prepare(tmp_path, *args, chapter="04_cross_dataset") -> dict:
+    """``papermill --prepare-only`` (nothing executed), then the chapter's own first line, run on the
+    injected values: the Settings the notebook would run with."""
+    out = tmp_path / "out.ipynb"
+    subprocess.run([*PAPERMILL, str(NB / f"{chapter}.ipynb"), str(out), *args, "--prepare-only"],
+                   check=True, capture_output=True, text=True, cwd=tmp_path)
+    nb = nbformat.read(out, as_version=4)
+    namespace: dict = {}
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and ("parameters" in tags or "injected-parameters" in tags):
+            exec(cell.source, namespace)  # noqa: S102 - the cells papermill wrote: assignments only
+    namespace.pop("__builtins__")
+    return namespace
+
+
+def test_papermill_with_the_paper_profile_yields_the_papers_settings(tmp_path):
+    ns = _prepare(tmp_path, "-p", "profile", "paper")
+    S = Settings.for_chapter("04_cross_dataset", ns)
+    assert (S.model, S.pretrained, S.pgd_steps, S.eval_eps) == ("ViT-B-32", "openai", 100, 1 / 255)
+    assert S.pgd().label == "pgd-100" and S.max_n is None and S.aa_n == 1000 and S.seeds == [1, 2, 3]
+    assert S.output == (workspace() / "outputs" / "paper").resolve()
+
+
+def test_a_flat_yaml_file_passed_with_f_overrides_the_profile(tmp_path):
+    flat = tmp_path / "mine.yaml"
+    flat.write_text(yaml.safe_dump({"profile": "mini", "seeds": [1], "eval_eps": "2/255"}))
+    S = Settings.for_chapter("04_cross_dataset", _prepare(tmp_path, "-f", str(flat)))
+    assert (S.model, S.seeds, S.eval_eps, S.pgd_steps) == ("mini", [1], 2 / 255, 10)
+
+
+def test_p_passes_lists_as_text_and_they_still_work(tmp_path):
+    S = Settings.for_chapter("04_cross_dataset", _prepare(tmp_path, "-p", "profile", "mini", "-p", "seeds", "[1, 2]"))
+    assert S.seeds == [1, 2]
+
+
+def test_the_old_profile_file_form_fails_at_once_naming_the_right_one(tmp_path):
+    ns = _prepare(tmp_path, "-f", str(ROOT / "profiles" / "paper.yaml"))
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) 'description', 'notebooks', 'parameters', 'skip'; "
+                                         r"this looks like a profile file .* -p profile paper"):
+        Settings.for_chapter("04_cross_dataset", ns)
+
+
+def test_an_injected_name_no_setting_takes_is_an_error_naming_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) 'sedes'; valid choices: profile, model, .*seeds"):
+        Settings.for_chapter("04_cross_dataset", {"profile": "mini", "sedes": [1]})
+    # what a kernel holds besides the parameters is not mistaken for one
+    S = Settings.for_chapter("04_cross_dataset", {"profile": "ci", "In": [], "Out": {}, "_": 1, "os": os,
+                                                  "Settings": Settings, "exit": None})
+    assert S.profile == "ci"
+
+
+def test_defaults_are_the_papers_and_the_paper_profile_adds_only_the_machine():
+    default, paper = Settings(), Settings.from_profile("paper", "04_cross_dataset")
+    assert [(k, getattr(default, k)) for k in Settings.names() if getattr(default, k) != getattr(paper, k)] == [
+        ("profile", None), ("data_root", None), ("device", None)]
+
+
+def test_each_chapter_declares_its_profile_and_only_its_own_knobs():
+    assert sorted(p.stem for p in NB.glob("*.ipynb")) == sorted(CHAPTERS)
+    for chapter, knobs in CHAPTERS.items():
+        params = notebook_defaults(NB / f"{chapter}.ipynb")
+        assert params == {"profile": "mini", **{k: None for k in knobs}}, chapter
+
+
+def test_a_mini_value_lives_in_one_file_and_reaches_every_chapter(tmp_path, monkeypatch):
+    """Change one value of profiles/mini.yaml and every chapter of the mini and ci profiles sees it."""
+    import capt.profiles as P
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    for p in PROFILES.glob("*.yaml"):
+        (folder / p.name).write_text(p.read_text())
+    mini = yaml.safe_load((folder / "mini.yaml").read_text())
+    assert mini["parameters"]["epochs"] == 2
+    mini["parameters"]["epochs"] = 7
+    (folder / "mini.yaml").write_text(yaml.safe_dump(mini))
+    monkeypatch.setattr(P, "PROFILES", folder)
+    for profile in ("mini", "ci"):
+        for chapter in CHAPTERS:
+            expected = 1 if profile == "ci" else 7  # ci sets its own epochs
+            assert Settings.from_profile(profile, chapter).epochs == expected
+
+
+def test_each_profile_value_is_written_once():
+    """No value of a chapter repeats what its profile's base (or the defaults) already give."""
+    for name in profile_names():
+        data = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+        base = Settings.from_profile(data["base"]) if data.get("base") else Settings()
+        mine = Settings.from_profile(name)
+        for k in data.get("parameters") or {}:
+            assert getattr(mine, k) != getattr(base, k), f"profiles/{name}.yaml repeats {k} = {getattr(base, k)!r}"
+        for chapter, values in (data.get("notebooks") or {}).items():
+            common = Settings.from_profile(name)
+            ch = Settings.from_profile(name, chapter)
+            for k in values:
+                assert getattr(ch, k) != getattr(common, k), f"profiles/{name}.yaml: {chapter} repeats {k}"
+
+
+def test_validation_loads_nothing(monkeypatch):
+    import capt.experiments as E
+    import capt.models as M
+
+    def boom(*a, **k):
+        raise AssertionError("validation loaded a model")
+
+    monkeypatch.setattr(M, "load_clip", boom)
+    monkeypatch.setattr(E, "load_clip", boom)
+    S = Settings.from_profile("mini", "06_ablations")
+    assert S.ablation_runs()
+    with pytest.raises(ValueError, match="depth=12 is larger than the encoder"):
+        Settings.from_profile("mini", "04_cross_dataset", depth=12)
+
+
+def test_profiles_and_outputs_resolve_the_same_from_any_folder(tmp_path, monkeypatch):
+    here = Settings.from_profile("ci", "04_cross_dataset").output
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_profile("ci", "04_cross_dataset").output == here
+    assert load_profile("ci")["name"] == "ci"
+    monkeypatch.setenv("CAPT_HOME", str(tmp_path / "home"))
+    assert Settings.from_profile("ci", "04_cross_dataset").output == tmp_path / "home" / "outputs" / "ci"
+    assert resolve("/abs/x") == Path("/abs/x")
+
+
+def test_profiles_work_outside_a_checkout(tmp_path):
+    """From an installed copy of the package (no notebooks/, no pyproject.toml beside it)."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "capt", site / "capt", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("from capt.notebook import Settings; import capt.profiles as P; "
+            "S = Settings.from_profile('paper', '04_cross_dataset'); "
+            "print(P.checkout(), S.model, S.output)")
+    env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(tmp_path / "home")}
+    env.pop("CAPT_HOME", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         check=True).stdout.split()
+    assert out == ["None", "ViT-B-32", str(tmp_path / "home" / "capt" / "outputs" / "paper")]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(profile="nope"), "unknown profile 'nope'; valid choices: ci, mini, paper"),
+    (dict(chapter="99_nope"), "unknown chapter '99_nope'; valid choices: 00_mini_world"),
+    (dict(eval_eps="4/0"), "eval_eps must be a number or a fraction like 4/255"),
+    (dict(strong_attack="nope"), "unknown strong_attack 'nope'"),
+    (dict(aa_n=0), "aa_n must be >= 1"),
+])
+def test_bad_values_name_the_fix(kwargs, match):
+    profile, chapter = kwargs.pop("profile", "mini"), kwargs.pop("chapter", "04_cross_dataset")
+    with pytest.raises(ValueError, match=match):
+        Settings.from_profile(profile, chapter, **kwargs)
+
+
+def test_committed_chapters_open_with_the_question_and_hide_their_setup():
+    """Reader-first pages: the question, then results; parameters and setup collapsed or hidden."""
+    for chapter in CHAPTERS:
+        nb = nbformat.read(NB / f"{chapter}.ipynb", as_version=4)
+        assert nb.cells[0].cell_type == "markdown" and "**The question.**" in nb.cells[0].source, chapter
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        for c in code:
+            tags = set(c.metadata.get("tags", []))
+            assert tags & {"hide-cell", "hide-input", "remove-cell", "remove-input"}, (chapter, c.source[:60])
+            if tags & {"parameters", "injected-parameters"}:
+                assert "hide-cell" in tags, chapter
+        html = [o["data"]["text/html"] for c in code for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+        if chapter != "00_mini_world" or html:
+            assert any('class="capt-headline"' in h for h in html), f"{chapter} shows no headline table"
+        assert not any("<th></th>" in h for h in html), f"{chapter} shows an index column"
