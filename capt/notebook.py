@@ -85,6 +85,7 @@ class Settings:
     eval_eps: float = 1 / 255
     strong_attack: str = "aa"  # the headline robust accuracy (AutoAttack-grade)
     aa_n: int | None = 1000  # the strong attack's fixed subset per dataset (None: the whole test set)
+    aa_steps: int = 100  # iterations of each of the strong attack's parts (AutoAttack's standard: 100)
     pgd_steps: int = 100  # the cheap second column
     max_n: int | None = None  # clean and PGD on a fixed subset of this many images (None: all)
     datasets: Sequence[str] = PAPER_DATASETS  # in-distribution and base-to-new tasks
@@ -128,6 +129,7 @@ class Settings:
             check_choice("ablation group", a, ABLATION_GROUPS)
         check_choice("strong_attack", self.strong_attack, ATTACKS)
         check_number("pgd_steps", self.pgd_steps, low=1, integer=True)
+        check_number("aa_steps", self.aa_steps, low=1, integer=True)
         for name in ("max_n", "aa_n"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), low=1, integer=True)
@@ -219,7 +221,7 @@ class Settings:
 
     def strong(self, eps: float | None = None) -> AttackSpec:
         """The headline attack (``aa``: APGD-CE then APGD-T, per-image worst case)."""
-        return AttackSpec(self.strong_attack, eps=self.eval_eps if eps is None else eps)
+        return AttackSpec(self.strong_attack, eps=self.eval_eps if eps is None else eps, steps=self.aa_steps)
 
     @property
     def strong_n(self) -> int | None:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = {
     "epochs": 1, "shots": [1], "seeds": [1],
     "max_n": 1, "aa_n": 1,
-    "train_steps": 1, "pgd_steps": 1, "steps_list": [1],
+    "train_steps": 1, "pgd_steps": 1, "aa_steps": 1, "steps_list": [1],
 }
 
 
