@@ -33,6 +33,16 @@ def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed
                       image_size=image_size)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on two busy cores, two threads per process slow small models
+    down many times (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip():
     return make_tiny_clip()

@@ -109,13 +109,14 @@ def make_pets(root: Path, counts=(4, 1, 2)) -> dict:
                               path_of=lambda c, s, i: f"{c.title()}_{s}{i}.jpg")
 
 
-def make_aircraft(root: Path) -> Path:
+def make_aircraft(root: Path, variants=("707-320", "A300B4", "Cessna 172"), counts=(2, 1, 1),
+                  first_id: int = 1000000) -> Path:
+    """FGVC-Aircraft's layout: variants.txt and images_variant_<split>.txt ("<id> <variant>" lines)."""
     base = root / "fgvc_aircraft"
-    variants = ["707-320", "A300B4", "Cessna 172"]
     (base / "images").mkdir(parents=True, exist_ok=True)
     (base / "variants.txt").write_text("\n".join(variants) + "\n")
-    image_id = 1000000
-    for part, n in (("train", 2), ("val", 1), ("test", 1)):
+    image_id = first_id
+    for part, n in zip(("train", "val", "test"), counts):
         lines = []
         for v in variants:
             for _ in range(n):
@@ -182,18 +183,7 @@ def make_coop_root(root: Path, counts=(2, 1, 2)) -> dict[str, int]:
     root = Path(root)
     for name, (folder, image_dir, split_file, path_of, classes) in _SPLIT_LAYOUTS.items():
         make_split_dataset(root, folder, image_dir, split_file, classes, counts, path_of=path_of)
-    base = root / "fgvc_aircraft"
-    variants = ["707-320", "A300B4"]
-    image_id = 2000000
-    for part, n in zip(("train", "val", "test"), counts):
-        lines = []
-        for v in variants:
-            for _ in range(n):
-                image_id += 1
-                write_image(base / "images" / f"{image_id}.jpg", image_id % 200)
-                lines.append(f"{image_id} {v}")
-        (base / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
-    (base / "variants.txt").write_text("\n".join(variants) + "\n")
+    make_aircraft(root, variants=("707-320", "A300B4"), counts=counts, first_id=2000000)
     classes = IMAGENET_CLASSES[:2]
     # ImageNet's train folders: its own val split holds out half of a class at most, so 2 * train.
     make_imagenet(root, train_per_class=2 * counts[0], val_per_class=counts[2], classes=classes)

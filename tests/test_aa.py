@@ -24,12 +24,7 @@ N_REF = 100   # images for the reference comparison: "within one image in a hund
 STEPS_REF = 25  # iterations per APGD run in the reference comparison, both sides (100 in the benchmark's table)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

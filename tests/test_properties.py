@@ -33,12 +33,7 @@ CLASSES = ["cat", "dog", "car", "tree"]
 TOL = 1e-6  # float32 rounding of (x + eps) - x
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.lru_cache(maxsize=None)

@@ -27,13 +27,7 @@ EPS = [0, 1, 2, 4, 8]      # /255
 NOISE = 2                  # "beyond noise": two images of the subset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on two busy cores, two threads per process slow small models down many times."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
