@@ -45,14 +45,14 @@ sys.path.insert(0, {str(TESTS)!r})
 import torch
 torch.set_num_threads(int(os.environ.get("CAPT_TEST_THREADS", "1")))
 from conftest import make_tiny_clip
-import capt.train as T
 delay = float(os.environ.get("CAPT_TEST_DELAY", "0"))
 if delay:
-    _pgd = T.pgd
-    def _slow_pgd(*a, **k):
+    import capt.methods as M
+    _attack = M.Method.attack  # every method's train-time attack goes through here
+    def _slow_attack(self, *a, **k):
         time.sleep(delay)
-        return _pgd(*a, **k)
-    T.pgd = _slow_pgd
+        return _attack(self, *a, **k)
+    M.Method.attack = _slow_attack
 """
 
 TRAIN_CHILD = _PRELUDE + """
@@ -91,7 +91,13 @@ while True:
     atomic_torch_save({"v": v, "data": torch.full((1_500_000,), float(v))}, path)
 """
 
-TOTAL_STEPS = 15  # 20 images, batch 4, 3 epochs
+def _steps(n_images: int, batch_size: int, epochs: int) -> int:
+    """Optimiser steps of a run (the last batch of an epoch may be short, never dropped)."""
+    return epochs * -(-n_images // batch_size)
+
+
+_SHAPES = len(load_dataset("mini_shape", "train").classnames)
+TOTAL_STEPS = _steps(2 * _SHAPES, 4, 3)  # 2 shots per class, batch 4, 3 epochs (train_run)
 
 
 def train_run(out, resume: bool, clip) -> int:
@@ -166,7 +172,7 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_pat
     full, part = tmp_path / "full", tmp_path / "part"
     # The reference runs uninterrupted in a child process like the others: float results are only bit-for-bit
     # reproducible between processes set up alike (this one has built and run other models first).
-    assert "finished 15" in _child(TRAIN_CHILD, full, 0, __file__).out
+    assert f"finished {TOTAL_STEPS}" in _child(TRAIN_CHILD, full, 0, __file__).out
 
     killed_at = []
     for high in (TOTAL_STEPS // 2, TOTAL_STEPS - 2):   # kill once in each half of the run
@@ -179,7 +185,7 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_pat
     assert killed_at[0] < TOTAL_STEPS and not (part / "final_prompts.pt").exists(), note
     assert not (part / "history.csv").exists(), note   # written only when a run finishes
 
-    assert "finished 15" in _child(TRAIN_CHILD, part, 1, __file__).out
+    assert f"finished {TOTAL_STEPS}" in _child(TRAIN_CHILD, part, 1, __file__).out
     a = torch.load(full / "final_prompts.pt", weights_only=True)
     b = torch.load(part / "final_prompts.pt", weights_only=True)
     assert a.keys() == b.keys()
@@ -198,7 +204,7 @@ def sweep_jobs() -> list[Job]:
     """Three training runs (seeds 1-3), each evaluated clean and under PGD on mini_shape."""
     tc = TrainConfig(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1,
                      checkpoint_every=1)
-    runs = E.grid(["capt"], [1], [1, 2, 3], "mini_shape", depth=2, train=tc)  # 10 images: 3 steps an epoch
+    runs = E.grid(["capt"], [1], [1, 2, 3], "mini_shape", depth=2, train=tc)  # 1 shot per class, batch 4
     runs = [E.with_train(r, seed=r.seed) for r in runs]
     attacks = ("clean", {"name": "pgd", "eps": 4 / 255, "steps": 2})
     return [Job(r, ("mini_shape",), attacks, 40) for r in runs]
@@ -218,7 +224,7 @@ def test_sweep_killed_midway_skips_finished_runs_and_resumes_the_unfinished_one(
 
     proc = _child(SWEEP_CHILD, killed, __file__, delay=0.15, wait=False)
     step = _kill_at(proc, killed / "runs" / keys[1] / "checkpoint.pt", 2)
-    assert 2 <= step < 6
+    assert 2 <= step < _steps(_SHAPES, 4, 2)
     store = ResultStore(killed)
     assert set(store.read()["run_key"]) == {keys[0]}   # the first run is finished and stored, no other
 
@@ -411,7 +417,7 @@ for i in itertools.count():
 # -- 4. checkpoints written atomically during training; truncated files are refused ------------------------------
 @pytest.fixture(scope="module")
 def shot_data():
-    return sample_few_shot(load_dataset("mini_shape", "train"), 1, seed=1)  # 10 images
+    return sample_few_shot(load_dataset("mini_shape", "train"), 1, seed=1)  # one image per class
 
 
 CFG = dict(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=2, checkpoint_every=1)
@@ -443,7 +449,7 @@ def test_crash_while_saving_a_checkpoint_keeps_the_last_one_and_resume_still_mat
     with pytest.raises(OSError, match="simulated"):
         train(_model(tiny_clip, shot_data, 8), shot_data, "capt", cfg, out_dir=out, resume=True, progress=False)
     monkeypatch.undo()
-    assert _folder_names(out) == ["checkpoint.pt"] and safe_torch_load(out / "checkpoint.pt")["step"] == 6
+    assert _folder_names(out) == ["checkpoint.pt"] and safe_torch_load(out / "checkpoint.pt")["step"] == _steps(len(shot_data), CFG["batch_size"], CFG["epochs"])
 
     again = _model(tiny_clip, shot_data, 9)
     r = train(again, shot_data, "capt", cfg, out_dir=out, resume=True, progress=False)
