@@ -314,9 +314,13 @@ def hook(event, args):
     elif event in ("os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.symlink", "os.link",
                    "os.chmod", "shutil.rmtree", "shutil.move", "shutil.copyfile", "tempfile.mkstemp",
                    "tempfile.mkdtemp"):
+        # shutil.rmtree removes entries by name relative to an open folder (dir_fd): resolve those names
+        dir_fd = args[-1] if event in ("os.remove", "os.rmdir", "os.mkdir") and isinstance(args[-1], int) else None
+        base = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None and dir_fd >= 0 else None
         for a in args[:2]:
             if isinstance(a, (str, bytes, os.PathLike)):
-                events.append([event, os.fsdecode(a)])
+                p = os.fsdecode(a)
+                events.append([event, os.path.join(base, p) if base and not os.path.isabs(p) else p])
 
 sys.path.insert(0, tests)
 import torch
