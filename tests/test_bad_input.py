@@ -279,7 +279,7 @@ def _foreign_pt(ctx):
 
 
 def _sha_mismatch(ctx):
-    from capt.data.download import download
+    from capt.data.transfer import download
 
     src = _write(ctx.tmp / "served" / "archive.zip", b"not the official bytes")
     download(src.resolve().as_uri(), ctx.tmp / "dl" / "archive.zip", sha256="0" * 64, progress=False)
@@ -522,11 +522,11 @@ CASES: dict[str, Case] = {
     "download-sha256": Case(D, "a download whose sha256 differs from the pinned one", _sha_mismatch, "ChecksumError",
                             r"archive.zip: sha256 is [0-9a-f]{64}, expected 0{64}"),
     "archive-kind": Case(D, "an 'archive' that is neither zip nor tar",
-                         lambda c: capt.data.download.safe_extract(_write(c.tmp / "x.tar", "plain text"),
+                         lambda c: capt.data.transfer.safe_extract(_write(c.tmp / "x.tar", "plain text"),
                                                                    c.tmp / "x_out"), "ValueError",
                          r"is neither a zip nor a tar archive"),
     "manifest-json": Case(D, "a download manifest that is not JSON",
-                          lambda c: capt.data.download.Manifest(_write(c.tmp / "m" / ".capt-manifest.json", "{")),
+                          lambda c: capt.data.transfer.Manifest(_write(c.tmp / "m" / ".capt-manifest.json", "{")),
                           "ValueError", r"manifest .* is not valid JSON"),
     "results-truncated": Case(D, "a results file cut off mid-row",
                               lambda c: _store(c, "cut", "run_key,eval_key,attack\nr1,e1,clean\nr2,e"),
@@ -553,7 +553,7 @@ def _run(case: Case, ctx: Ctx) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     import capt.notebook  # noqa: F401
-    import capt.data.download  # noqa: F401
+    import capt.data.transfer  # noqa: F401
     import capt.evaluate  # noqa: F401
     import capt.experiments  # noqa: F401
     import capt.train  # noqa: F401

@@ -19,17 +19,8 @@ from pathlib import Path
 import pytest
 
 from capt.data import load_dataset
-from capt.data.download import (
-    RECIPES,
-    ChecksumError,
-    DownloadError,
-    Manifest,
-    UnsafeArchiveError,
-    download,
-    manual_steps,
-    prepare,
-    safe_extract,
-)
+from capt.data.download import RECIPES, manual_steps, prepare
+from capt.data.transfer import ChecksumError, DownloadError, Manifest, UnsafeArchiveError, download, safe_extract
 from fixtures_data import EUROSAT_CLASSES, jpeg_bytes, make_tar, make_zip, write_classnames
 
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import capt
-from capt.data.download import ChecksumError, Manifest, UnsafeArchiveError, download, safe_extract
+from capt.data.transfer import ChecksumError, Manifest, UnsafeArchiveError, download, safe_extract
 from capt.train import TrainConfig, load_prompts, train
 
 from conftest import make_tiny_clip

@@ -74,7 +74,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .download import RECIPES, ChecksumError, DownloadError, UnsafeArchiveError, prepare
+    from .download import RECIPES, prepare
+    from .transfer import ChecksumError, DownloadError, UnsafeArchiveError
 
     root = _root(args)
     names = list(RECIPES) if args.name == "all" else [args.name]
