@@ -1,6 +1,6 @@
 """Benchmark of capt's AutoAttack (``aa``) against the reference AutoAttack and torchattacks' parts.
 
-    python benchmarks/bench_attack.py speed [--n 200] [--eps 4] [--steps 100] [--repeats 1] [--standard]
+    python benchmarks/bench_attack.py speed [--n 200] [--eps E] [--steps 100] [--repeats 1] [--standard]
                                             [--method capt] [--outputs DIR] [--device cpu|cuda] [--out FILE]
     python benchmarks/bench_attack.py table [--n 200] [--seeds 1 2 3] [--methods zeroshot advmaple fap capt]
                                             [--outputs DIR] [--device cpu|cuda] [--out FILE]
@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["speed", "table"])
     p.add_argument("--n", type=int, default=200, help="images (a fixed seeded subset of the source test split)")
-    p.add_argument("--eps", type=float, default=4.0, help="L-inf radius in /255 units")
+    p.add_argument("--eps", type=float, default=None,
+                   help="L-inf radius in /255 units (default: the mini profile's eval_eps)")
     p.add_argument("--steps", type=int, default=100, help="iterations per APGD run (the standard: 100)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--standard", action="store_true",
@@ -207,6 +208,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--out", default=None, help="also write the rows to this .csv or .md file")
     args = p.parse_args(argv)
+    if args.eps is None:
+        from capt.notebook import Settings
+
+        args.eps = round(Settings.from_profile("mini").eval_eps * 255, 6)
     torch.set_num_threads(args.threads)
     rows = speed(args) if args.mode == "speed" else table(args)
     import pandas as pd
