@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import runpy
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from capt.objectives import Objective
 from capt.train import TrainConfig
 
 from conftest import make_tiny_clip
+from generated_page import check_generated_region
 from fixtures_data import make_eurosat, write_image
 
 # The committed mini CLIP's architecture, read from its card so the expected messages follow the checkpoint
@@ -608,14 +608,5 @@ def render_table(results: dict, tmp: Path) -> str:
 
 def test_reliability_table_is_current(outcomes):
     results, tmp = outcomes
-    table = render_table(results, tmp)
-    text = PAGE.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"{PAGE} lost its table markers"
-    head, rest = text.split(BEGIN, 1)
-    current, tail = rest.split(END, 1)
-    if os.environ.get("CAPT_WRITE_TABLE"):
-        PAGE.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}", encoding="utf-8")
-        return
-    assert current.strip() == table.strip(), (
-        "book/reliability.md's bad-input table is out of date; regenerate it with "
-        "CAPT_WRITE_TABLE=1 .venv/bin/python -m pytest tests/test_bad_input.py -q")
+    check_generated_region(PAGE, BEGIN, END, render_table(results, tmp), "bad-input table",
+                           "CAPT_WRITE_TABLE=1 .venv/bin/python -m pytest tests/test_bad_input.py -q")

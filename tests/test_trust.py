@@ -17,11 +17,11 @@ measurements drift apart. Regenerate the table with::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from generated_page import check_generated_region
 
 import capt
 from capt.attacks import AttackSpec
@@ -190,13 +190,5 @@ def render_trust_table(sweeps: dict, steps_sweep: list, autoattack: dict) -> str
 
 
 def test_reliability_trust_table_is_current(sweeps, steps_sweep, autoattack):
-    table = render_trust_table(sweeps, steps_sweep, autoattack)
-    text = PAGE.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"{PAGE} lost its trust table markers ({BEGIN} ... {END})"
-    head, rest = text.split(BEGIN, 1)
-    current, tail = rest.split(END, 1)
-    if os.environ.get("CAPT_WRITE_TABLE"):
-        PAGE.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}", encoding="utf-8")
-        return
-    assert current.strip() == table.strip(), (
-        f"book/reliability.md's trust table (§2) is out of date; regenerate it with {REGENERATE}")
+    check_generated_region(PAGE, BEGIN, END, render_trust_table(sweeps, steps_sweep, autoattack),
+                           "trust table (§2)", REGENERATE)
