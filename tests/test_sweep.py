@@ -186,7 +186,7 @@ def test_mini_sweep_survives_a_killed_worker(tmp_path):
     profile.write_text(yaml.safe_dump({"description": "8 tiny runs", "base": "mini", "parameters": {
         "out_dir": str(tmp_path / "store"), "targets": ["mini_shape"], "shifts": [],
         "methods": ["apt", "advmaple", "fap", "capt"], "shots": [1], "seeds": [1, 2], "epochs": 1,
-        "max_n": 50, "pgd_steps": 2, "train_steps": 1, "strong_attack": "apgd"}, "notebooks": {}}))
+        "max_n": 50, "aa_n": 50, "pgd_steps": 2, "train_steps": 1, "strong_attack": "apgd"}, "notebooks": {}}))
     only = ["04_cross_dataset"]
     tasks = W.expand(profile, only)
     assert len(tasks) == 8
