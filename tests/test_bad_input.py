@@ -24,6 +24,7 @@ import torch
 
 import capt
 from capt.attacks import AttackSpec, pgd
+from capt.mini_model import DEFAULT_REPORT
 from capt.data import load_dataset
 from capt.objectives import Objective
 from capt.train import TrainConfig
@@ -33,7 +34,7 @@ from generated_page import check_generated_region
 from fixtures_data import make_eurosat, write_image
 
 # The committed mini CLIP's architecture, read from its card so the expected messages follow the checkpoint
-_MINI = json.loads((Path(capt.__file__).parent / "assets" / "mini_clip.json").read_text())["config"]
+_MINI = json.loads(DEFAULT_REPORT.read_text())["config"]
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "book" / "reliability.md"

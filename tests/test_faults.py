@@ -27,6 +27,7 @@ import capt
 import capt.experiments as E
 from capt.data import load_dataset
 from capt.data.fewshot import sample_few_shot
+from capt.data.miniworld import TASKS
 from capt.data.splits import atomic_write_json
 from capt.io import atomic_torch_save, atomic_write_text, safe_torch_load
 from capt.plans import Job
@@ -96,7 +97,7 @@ def _steps(n_images: int, batch_size: int, epochs: int) -> int:
     return epochs * -(-n_images // batch_size)
 
 
-_SHAPES = len(load_dataset("mini_shape", "train").classnames)
+_SHAPES = len(TASKS["mini_shape"].classnames)  # from the task table: the child processes import this module
 TOTAL_STEPS = _steps(2 * _SHAPES, 4, 3)  # 2 shots per class, batch 4, 3 epochs (train_run)
 
 
