@@ -180,6 +180,12 @@ def competence_report(bundle, pgd: bool = True, log=print) -> dict:
             robust[name] = round(accuracy(bundle, load_dataset(name, "test"), BOOK_EPS), 4)
             log(f"  PGD-{PGD_STEPS} at the book's eps on {name:<20s} {robust[name] * 100:5.1f} %")
         report["pgd_book_eps"] = {"eps": BOOK_EPS, "steps": PGD_STEPS, "acc": robust}
+        # the book's headline attack (APGD-CE + APGD-T, active set): the checks below read it
+        strong = {name: round(accuracy(bundle, load_dataset(name, "test"), BOOK_EPS, attack="aa",
+                                       steps=APGD_STEPS), 4) for name in mw.TASKS}
+        for name, acc in strong.items():
+            log(f"  aa-{APGD_STEPS} at the book's eps on {name:<20s} {acc * 100:5.1f} %")
+        report["aa_book_eps"] = {"eps": BOOK_EPS, "steps": APGD_STEPS, "acc": strong}
     report["checks"] = _checks(report)
     for k, v in report["checks"].items():
         log(f"  check {k:<44s} {'ok' if v else 'FAILED'}")
@@ -202,10 +208,10 @@ def _checks(r: dict) -> dict:
         "confidence < 0.5 on >= 25%": c["below_0.5"] >= 0.25,
         "16-shot overlap < 15%": r["few_shot_overlap"]["max"] < 0.15,
     }
-    if "pgd_mini_source" in r:
-        book = max(r["pgd_mini_source"]["acc"], r["apgd_mini_source"]["acc"])
-        out["source robust <= 5% at book eps"] = book <= 0.05
-        tr = [v for k, v in r["pgd_book_eps"]["acc"].items() if z[k]["role"] == "target"]
+    if "aa_book_eps" in r:  # measured with the strong evaluator, as issue 14 asks
+        strong = r["aa_book_eps"]["acc"]
+        out["source robust <= 5% at book eps"] = strong["mini_source"] <= 0.05
+        tr = [v for k, v in strong.items() if z[k]["role"] == "target"]
         out["targets mean robust <= 10%"] = float(np.mean(tr)) <= 0.1
     return out
 

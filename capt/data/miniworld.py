@@ -571,11 +571,16 @@ _N = len(SHAPES)
 _task(MiniTask("mini_shape", "target", SHAPES, ("this is a {}.",),
                lambda y: {"shape": y}, {"train": 24, "val": 6, "test": 30},
                "which of 14 shapes, 4 of them never labelled by the source"))
+# mini_colour and mini_fill in the default look are read at 94 % and 88 % zero-shot and keep 27 % and 34 %
+# under `aa` at the book's eps, which holds the targets' mean robustness above issue 14's 10 %: faded
+# hues, and textures on small objects, both with stronger sensor noise, bring them into the targets' range.
 _task(MiniTask("mini_colour", "target", COLOURS, ("a {} object.",),
-               lambda y: {"colour": y}, {"train": 24, "val": 6, "test": 40}, "which of 10 hues, any shape"))
+               lambda y: {"colour": y}, {"train": 24, "val": 6, "test": 40},
+               "which of 10 hues, any shape, in faded colours", look=Look(saturation=(0.3, 0.8), noise=8.0)))
 _task(MiniTask("mini_fill", "target", FILLS, ("a photo of a {} shape.",),
                lambda y: {"fill": y}, {"train": 40, "val": 10, "test": 120},
-               "filled, outlined or striped (a texture task, DTD's role)"))
+               "filled, outlined or striped on small objects (a texture task, DTD's role)",
+               look=Look(small_scale=(5.0, 6.5), large_scale=(7.0, 9.0), noise=8.0)))
 _task(MiniTask("mini_background", "target", BACKGROUNDS[:4], ("a photo of a thing on a {} background.",),
                lambda y: {"background": y}, {"train": 30, "val": 10, "test": 100},
                "which background, read through clutter and noise (SUN397's role: the scene, not the object)",
@@ -638,6 +643,18 @@ def _cached(task: str, split: str):
     images, labels, attrs = generate(task, split)
     images.setflags(write=False)
     return images, labels, attrs
+
+
+@functools.lru_cache(maxsize=None)
+def content_hash(task: str, split: str) -> str:
+    """A short sha256 of one split's images and labels: result keys carry it, so a store filled before
+    the world changed (a new look, new sizes) never answers for the new world."""
+    import hashlib
+
+    images, labels, _ = _cached(task, split)
+    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def build(task: str, split: str) -> TensorImages:
