@@ -112,12 +112,29 @@ class RunSpec:
         d = asdict(self)
         if not self.trains:  # zero-shot: nothing but the model and the template matter
             d = {"method": self.method, "model": self.model, "pretrained": self.pretrained}
+        elif data_fingerprint(self.source, "train") is not None:
+            d["source_data"] = data_fingerprint(self.source, "train")
+        if self.model == "mini" and self.pretrained is None:  # the committed checkpoint can be retrained
+            from .mini_model import DEFAULT_REPORT
+
+            d["weights"] = json.loads(Path(DEFAULT_REPORT).read_text())["sha256"][:16]
         return stable_key(d)
 
     def describe(self) -> dict:
         return {"method": self.method, "shots": 0 if not self.trains else self.shots,
                 "seed": 0 if not self.trains else self.seed, "source": self.source.label,
                 **{k: v for k, v in self.objective}}
+
+
+def data_fingerprint(ref, split: str) -> str | None:
+    """The content hash of a generated (mini world) split, for result keys; None for real datasets, whose
+    files are fixed by their download manifests."""
+    from .data.miniworld import TASKS, content_hash
+
+    ref = as_ref(ref)
+    if get_spec(ref.name).kind != "mini" or ref.name not in TASKS or split not in TASKS[ref.name].sizes:
+        return None
+    return content_hash(ref.name, split)
 
 
 @functools.lru_cache(maxsize=4)
@@ -189,8 +206,10 @@ class Experiment:
 
         def eval_key(ref: DataRef, a: AttackSpec) -> str:
             # an ensemble attack's outcome depends on the weaker attacks it is combined with: key them too
+            world = data_fingerprint(ref, "test")
             return stable_key({"data": asdict(ref), "attack": a.key, "max_n": max_n, "eval_seed": eval_seed,
-                               **({"with": sorted(b.key for b in weaker(a))} if a.kind.ensemble else {})})
+                               **({"with": sorted(b.key for b in weaker(a))} if a.kind.ensemble else {}),
+                               **({"data_sha": world} if world is not None else {})})
 
         todo = {}
         for ref in refs:
