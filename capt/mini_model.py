@@ -155,3 +155,36 @@ def load_mini(path: str | Path | None = None) -> dict:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def competence_table(card: dict | None = None):
+    """The committed card's competence checks (``data_scripts/pretrain_mini.py``), each beside what was
+    measured, as a DataFrame: check, measured, holds. Robust figures are the headline ``aa`` attack's."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    card = card or json.loads(DEFAULT_REPORT.read_text())
+    r = card["report"]
+    z = r["zero_shot"]
+
+    def pct(v):
+        return f"{100 * v:.1f} %"
+
+    targets = {k: v["acc"] for k, v in z.items() if v["role"] == "target"}
+    shifts = {k: v["acc"] for k, v in z.items() if v["role"] == "shift"}
+    c, strong = r["source_train_confidence"], r.get("aa_book_eps", {}).get("acc", {})
+    measured = {
+        "source clean 55-75%": pct(z["mini_source"]["acc"]),
+        "targets mean clean 50-80%": pct(np.mean(list(targets.values()))),
+        "no target >= 95%": f"highest {max(targets, key=targets.get)} {pct(max(targets.values()))}",
+        "shifts below source, >= 2x chance": ", ".join(pct(v) for v in shifts.values()),
+        "confidence std >= 0.2": f"{c['std']:.3f}",
+        "confidence < 0.5 on >= 25%": pct(c["below_0.5"]),
+        "16-shot overlap < 15%": pct(r["few_shot_overlap"]["max"]),
+        "source robust <= 5% at book eps": pct(strong["mini_source"]) if strong else "–",
+        "targets mean robust <= 10%": pct(np.mean([strong[k] for k in targets])) if strong else "–",
+    }
+    return pd.DataFrame({"check": list(r["checks"]), "measured": [measured.get(k, "–") for k in r["checks"]],
+                         "holds": ["yes" if v else "NO" for v in r["checks"].values()]})

@@ -51,7 +51,7 @@ def intervals(table: pd.DataFrame, y: str = "method", col: str = "metric", title
     style()
     panels = list(dict.fromkeys(table[col]))
     ys = method_order(table[y]) if y == "method" else list(dict.fromkeys(table[y]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(min(9.5, 3.1 * len(panels) + 1.2), 0.42 * len(ys) + 1.3),
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(9.5, 3.1 * len(panels) + 1.2), 0.3 * len(ys) + 1.1),
                              sharey=True, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = table[table[col] == panel].set_index(y)
@@ -101,3 +101,12 @@ def examples(datasets, per_row: int = 8, split: str = "test"):
         row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     return fig
+
+
+def show(fig) -> None:
+    """Display ``fig`` here, in the cell's outputs, and close it (so it is not shown a second time at
+    the end of the cell): a chapter's key figure then sits above its headline table."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
