@@ -149,3 +149,29 @@ def test_the_reading_quotes_the_table_it_sits_under():
     table = report.compare(rows, "aa").set_index("metric")
     assert f"{table.loc['robust (AA)', 'ours']:.1f} %" in text and "**wins**" in text
     assert "**What the evidence supports (2 seeds):** CAPT is better on robust (AA)" in text
+
+
+def test_result_keys_follow_the_mini_worlds_content(monkeypatch):
+    """A store filled before a mini task's look changed must not answer for the new look: the run key (its
+    training split) and the evaluation's data fingerprint carry the split's content hash."""
+    import dataclasses
+
+    from capt.data import miniworld as mw
+
+    spec = E.RunSpec("capt", "mini_fill", shots=1)
+    before_run, before_test = spec.key, E.data_fingerprint("mini_fill", "test")
+    assert before_test == mw.content_hash("mini_fill", "test") and E.data_fingerprint("imagenet", "test") is None
+    changed = dataclasses.replace(mw.TASKS["mini_fill"], look=mw.Look(noise=20.0))
+    monkeypatch.setitem(mw.TASKS, "mini_fill", changed)
+    for cache in (mw._cached, mw.content_hash):
+        cache.cache_clear()
+    try:
+        assert E.data_fingerprint("mini_fill", "test") != before_test
+        assert E.RunSpec("capt", "mini_fill", shots=1).key != before_run
+        # zero-shot runs do not train: their key names the model only, the rows' eval keys carry the data
+        assert E.RunSpec("zeroshot", "mini_fill").key == E.RunSpec("zeroshot", "mini_shape").key
+    finally:
+        monkeypatch.undo()
+        for cache in (mw._cached, mw.content_hash):
+            cache.cache_clear()
+    assert spec.key == before_run and E.data_fingerprint("mini_fill", "test") == before_test

@@ -159,3 +159,17 @@ def test_pretraining_is_deterministic():
     other = pm.checkpoint_bytes(*pm.pretrain(argparse.Namespace(**{**vars(args), "seed": 1}),
                                              log=lambda s: None)[:2])
     assert other != blobs[0]
+
+
+def test_competence_table_reports_every_check_of_the_card(report):
+    """The mini-world chapter's competence table: one row per check of the committed card, each beside its
+    measured value, robustness under the headline attack; the committed CLIP passes them all."""
+    from capt.mini_model import competence_table
+
+    t = competence_table()
+    assert list(t["check"]) == list(report["report"]["checks"])
+    assert (t["holds"] == "yes").all(), t.to_string()
+    strong = report["report"]["aa_book_eps"]["acc"]
+    targets = [k for k, v in report["report"]["zero_shot"].items() if v["role"] == "target"]
+    row = t.set_index("check").loc["targets mean robust <= 10%", "measured"]
+    assert row == f"{100 * sum(strong[k] for k in targets) / len(targets):.1f} %"

@@ -188,3 +188,15 @@ def test_committed_chapters_open_with_the_question_and_hide_their_setup():
         if chapter != "00_mini_world" or html:
             assert any('class="capt-headline"' in h for h in html), f"{chapter} shows no headline table"
         assert not any("<th></th>" in h for h in html), f"{chapter} shows an index column"
+
+
+def test_clean_accuracy_is_measured_on_the_whole_test_set_when_the_attacks_take_a_subset():
+    """The mini profile attacks a fixed subset (max_n, aa_n) but reads clean accuracy on every image; the
+    paper profile runs PGD on everything and needs no extra clean pass."""
+    mini = Settings.from_profile("mini", "04_cross_dataset")
+    evals = [(tuple(map(str, attacks)), n) for attacks, n in mini.evaluations()]
+    assert evals[0] == (("clean",), None) and mini.max_n == mini.aa_n == 100
+    assert {a for attacks, n in evals if n == 100 for a in attacks} == {"clean", str(mini.strong()), str(mini.pgd())}
+    paper = Settings.from_profile("paper", "04_cross_dataset")
+    assert all(attacks != ("clean",) for attacks, _ in paper.evaluations())
+    assert "clean on all" in mini.describe()
