@@ -110,3 +110,28 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(markdown_table())
+
+
+def chapter_view(rows: pd.DataFrame, S, chapter: str = "04_cross_dataset"):
+    """Our per-method average over the chapter's datasets (clean and PGD, as the literature measures) beside
+    the published values for the same setting (model, eps, PGD steps); where the literature has nothing
+    for this setting (the mini world), a line that says so. Ours and theirs stay in separate columns."""
+    from .report import Reading, Table
+
+    attack = f"PGD-{S.pgd_steps}"
+    ref = reference_rows(chapter, model=S.model, eps=S.eval_eps, attack=attack)
+    if ref.empty:
+        return Reading(f"*No published numbers for this setting ({S.model}, eps {S.eval_eps * 255:g}/255, {attack}). "
+                       "The literature's are for ViT-B/32 at 1/255 under PGD-100 (the Published numbers page); "
+                       "they appear here beside the paper profile's results.*")
+    pgd = S.pgd().label
+    r = rows[rows["attack"].isin(["clean", pgd])]
+    # clean on the most images per dataset (the attack's subset also carries a clean row)
+    r = r[r["n"] == r.groupby(["method", "dataset", "attack"])["n"].transform("max")]
+    per_dataset = r.groupby(["method", "attack", "dataset"])["accuracy"].mean()
+    ours = per_dataset.groupby(["method", "attack"]).mean().unstack("attack").rename(
+        columns={"clean": "clean", pgd: "robust"}).reset_index()
+    ours = ours[["method", *[c for c in ("clean", "robust") if c in ours.columns]]].round(2)
+    return Table(beside(ours, chapter), "detail",
+                 caption=f"Ours (this run, mean over {r['dataset'].nunique()} datasets) beside the published "
+                         f"values ({STATUS}), {attack} at eps {S.eval_eps * 255:g}/255")
