@@ -113,10 +113,12 @@ def test_each_profile_value_is_written_once():
         for k in data.get("parameters") or {}:
             assert getattr(mine, k) != getattr(base, k), f"profiles/{name}.yaml repeats {k} = {getattr(base, k)!r}"
         for chapter, values in (data.get("notebooks") or {}).items():
-            common = Settings.from_profile(name)
+            # without this file's line, the chapter would get its base's chapter value, else the common one
+            inherited = load_profile(data["base"])["notebooks"].get(chapter, {}) if data.get("base") else {}
             ch = Settings.from_profile(name, chapter)
             for k in values:
-                assert getattr(ch, k) != getattr(common, k), f"profiles/{name}.yaml: {chapter} repeats {k}"
+                without = Settings.from_profile(name, **({k: inherited[k]} if k in inherited else {}))
+                assert getattr(ch, k) != getattr(without, k), f"profiles/{name}.yaml: {chapter} repeats {k}"
 
 
 def test_validation_loads_nothing(monkeypatch):

@@ -220,7 +220,8 @@ def test_mini_sweep_survives_a_killed_worker(tmp_path):
 
     store = ResultStore(tmp_path / "store")
     rows = store.read()
-    assert len(rows) == 8 * 2 * 3 and not rows.duplicated(["run_key", "eval_key", "attack"]).any()
+    # per run and dataset: clean on the whole test set, then clean, apgd and PGD on the 50-image subset
+    assert len(rows) == 8 * 2 * 4 and not rows.duplicated(["run_key", "eval_key", "attack"]).any()
 
     # the same jobs, one after the other in this process, give the same numbers
     import torch
