@@ -112,18 +112,24 @@ class RunSpec:
         d = asdict(self)
         if not self.trains:  # zero-shot: nothing but the model and the template matter
             d = {"method": self.method, "model": self.model, "pretrained": self.pretrained}
-        elif data_fingerprint(self.source, "train") is not None:
-            d["source_data"] = data_fingerprint(self.source, "train")
+        elif (source_data := data_fingerprint(self.source, "train")) is not None:
+            d["source_data"] = source_data
         if self.model == "mini" and self.pretrained is None:  # the committed checkpoint can be retrained
             from .mini_model import DEFAULT_REPORT
 
-            d["weights"] = json.loads(Path(DEFAULT_REPORT).read_text())["sha256"][:16]
+            d["weights"] = _card_sha256(str(DEFAULT_REPORT))[:16]
         return stable_key(d)
 
     def describe(self) -> dict:
         return {"method": self.method, "shots": 0 if not self.trains else self.shots,
                 "seed": 0 if not self.trains else self.seed, "source": self.source.label,
                 **{k: v for k, v in self.objective}}
+
+
+@functools.lru_cache(maxsize=None)
+def _card_sha256(path: str) -> str:
+    """The checkpoint hash its card records (read once per process: every run key asks for it)."""
+    return json.loads(Path(path).read_text())["sha256"]
 
 
 def data_fingerprint(ref, split: str) -> str | None:

@@ -46,20 +46,17 @@ def test_unknown_chapter_lists_the_valid_ones():
 
 
 def test_chapter_view_puts_the_published_values_beside_ours_only_for_their_setting():
-    from types import SimpleNamespace
-
     from capt import report
+    from capt.notebook import Settings
     from capt.reported import chapter_view
 
     rows = pd.DataFrame({"method": ["fap"] * 4 + ["capt"] * 4,
                          "dataset": ["imagenet", "imagenet", "eurosat", "eurosat"] * 2,
                          "attack": ["clean", "pgd-100"] * 4, "n": [100] * 8,
                          "accuracy": [50.0, 20.0, 40.0, 30.0, 60.0, 25.0, 44.0, 27.0]})
-    paper = SimpleNamespace(model="ViT-B-32", eval_eps=1 / 255, pgd_steps=100, pgd=lambda: SimpleNamespace(label="pgd-100"))
-    t = chapter_view(rows, paper).frame.set_index("method")
+    t = chapter_view(rows, Settings.from_profile("paper", "04_cross_dataset")).frame.set_index("method")
     assert t.loc["fap", "clean"] == 45.0 and t.loc["fap", "robust"] == 25.0  # the mean over the datasets
     assert t.loc["fap", "clean (reported)"] == 47.76 and t.loc["fap", "robust (reported)"] == 24.23
     assert pd.isna(t.loc["capt", "clean (reported)"]) and "Table 8" in t.loc["fap", "reported in"]
-    mini = SimpleNamespace(model="mini", eval_eps=3 / 255, pgd_steps=10, pgd=lambda: SimpleNamespace(label="pgd-10"))
-    out = chapter_view(rows, mini)
+    out = chapter_view(rows, Settings.from_profile("mini", "04_cross_dataset"))
     assert isinstance(out, report.Reading) and "No published numbers for this setting (mini, eps 3/255" in out.text
