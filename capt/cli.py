@@ -1,9 +1,9 @@
 """The ``capt`` command.
 
     capt run PROFILE [--only NB ...] [--output-dir DIR] [--set KEY=YAML ...]   execute the book's notebooks
-    capt book [--profile mini] [--no-run]                                       run them, then build the HTML book
+    capt book [--profile mini] [--no-run] [--workers N]                         run them, then build the HTML book
     capt data list|status|prepare ...                                           the real datasets
-    capt sweep PROFILE [--engine local|slurm|debug] [--workers N] ...           every run of a profile, in parallel
+    capt sweep PROFILE [--engine local|pool|slurm|debug] [--workers N] ...      every run of a profile, in parallel
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def _book(args) -> int:
     t0 = time.perf_counter()
     overrides = _overrides(args.set)
     if not args.no_run:
+        _prefill(args.profile, overrides, args.workers)
         run_profile(args.profile, ROOT / "book" / "experiments", overrides=overrides)
     write_glance(args.profile, overrides, ROOT / "book" / "experiments" / "glance.md")
     print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
@@ -65,6 +66,27 @@ def _book(args) -> int:
     if rc == 0:
         print(f"book ready: {ROOT / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f}s in all)")
     return rc
+
+
+def _prefill(profile, overrides: dict, workers: int | None) -> None:
+    """Before the notebooks run, a pool sweep trains and evaluates everything they will ask for, with
+    ``workers`` one-thread processes (default: one per core on a CPU, none with a GPU, where the
+    notebooks compute in their own process). The notebooks then only render from the store; whatever
+    the sweep could not finish, they compute themselves."""
+    import os
+
+    if workers is None:
+        import torch
+
+        workers = 0 if torch.cuda.is_available() else (os.cpu_count() or 1)
+    if workers < 2:
+        return
+    from .sweep import sweep
+
+    report = sweep(profile, overrides=overrides, engine="pool", workers=workers, cpus_per_worker=1)
+    for o in report.failed:
+        print(f"capt: run {o.task.name} failed in the sweep ({o.attempts} attempts); its notebook computes it "
+              f"(logs: {report.folder})", file=sys.stderr)
 
 
 def write_glance(profile, overrides: dict, path: Path) -> Path:
@@ -112,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="mini")
     b.add_argument("--no-run", action="store_true", help="build from the notebooks already in book/experiments")
     b.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors")
+    b.add_argument("--workers", type=int, help="one-thread worker processes that train and evaluate every run "
+                                               "before the notebooks render (default: one per core on a CPU, "
+                                               "0 with a GPU; 0 or 1: the notebooks compute in turn)")
     b.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
     b.set_defaults(func=_book)
     sub.add_parser("data", help="datasets: list, status, prepare (see `capt data -h`)")
@@ -119,11 +144,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "workers or SLURM), filling the results store the notebooks read")
     w.add_argument("profile", help="profile name in profiles/ (mini, ci, paper) or a .yaml path")
     w.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="only the runs of these notebooks (default: all)")
-    w.add_argument("--engine", default="local", choices=["local", "slurm", "debug"],
-                   help="local: workers on this machine (one per visible GPU, else CPU workers); slurm: a job "
-                        "array; debug: one after the other in this process (default: local)")
-    w.add_argument("--workers", type=int, help="local: number of workers (default: visible GPUs / "
-                                               "gpus-per-worker, else half the CPU cores); slurm: most jobs at once")
+    w.add_argument("--engine", default="local", choices=["local", "pool", "slurm", "debug"],
+                   help="local: workers on this machine (one per visible GPU, else CPU workers), a fresh process "
+                        "per run; pool: the same workers kept alive across runs; slurm: a job array; debug: one "
+                        "after the other in this process (default: local)")
+    w.add_argument("--workers", type=int, help="local/pool: number of workers (default: visible GPUs / "
+                                               "gpus-per-worker, else half the CPU cores (pool: every core)); "
+                                               "slurm: most jobs at once")
     w.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker or SLURM job (default: 1)")
     w.add_argument("--cpus-per-worker", type=int, help="CPU threads per worker (local default: cores / workers; "
                                                        "SLURM default: 8)")

@@ -117,3 +117,33 @@ def test_every_word_is_in_the_vocabulary():
     for text in texts:
         assert tok.unk_id not in tok.encode(text), text
         assert len(tok.encode(text)) + 2 <= tok.context_length
+
+
+def test_rendered_splits_are_kept_on_disk_and_a_bad_file_is_made_again(tmp_path, monkeypatch):
+    from capt.data import disk_cache, miniworld
+
+    monkeypatch.setenv("CAPT_HOME", str(tmp_path))
+    monkeypatch.delenv("CAPT_NO_DISK_CACHE", raising=False)
+    calls = []
+
+    def make():
+        calls.append(1)
+        images, labels, attrs = miniworld.generate("mini_shape", "test")
+        return {"images": images, "labels": labels, "attr_shape": attrs["shape"]}
+
+    first = disk_cache.cached_arrays("t/shape", make)
+    path = tmp_path / "outputs" / ".cache" / "t" / "shape.npz"
+    assert path.exists() and calls == [1]
+    again = disk_cache.cached_arrays("t/shape", make)
+    assert calls == [1] and all(np.array_equal(first[k], again[k]) for k in first)
+    path.write_bytes(path.read_bytes()[:100])  # truncated (a killed writer never leaves this: os.replace)
+    fixed = disk_cache.cached_arrays("t/shape", make)
+    assert calls == [1, 1] and np.array_equal(fixed["images"], first["images"])
+    assert not list(path.parent.glob(".shape-*"))  # no temporary file left behind
+    monkeypatch.setenv("CAPT_NO_DISK_CACHE", "1")
+    disk_cache.cached_arrays("t/other", make)
+    assert not (path.parent / "other.npz").exists()
+    # the key names the generator's code: another source gives another file
+    other = tmp_path / "gen.py"
+    other.write_text("# a changed renderer\n")
+    assert disk_cache.source_sha(miniworld.__file__) != disk_cache.source_sha(other)

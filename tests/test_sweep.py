@@ -144,6 +144,46 @@ def test_local_engine_gives_each_worker_its_own_gpu(tmp_path):
         W.make_engine("local", tmp_path, gpus=[0, 1], workers=4, gpus_per_worker=1)
 
 
+# -- the pool engine: persistent workers -----------------------------------------------------------------
+def _pool_runner(task):
+    """What a pool worker runs in these tests: the task is (key, marker file); the first attempt of a task
+    whose marker does not exist yet kills its own worker."""
+    key, marker = task.key, Path(task.name)
+    if key == "victim" and not marker.exists():
+        marker.write_text("killed once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    import torch
+
+    return {"key": key, "pid": os.getpid(), "threads": torch.get_num_threads(),
+            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+class _PoolTask:
+    def __init__(self, key, name):
+        self.key, self.name = key, name
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_pool_workers_persist_and_survive_a_killed_worker(tmp_path):
+    engine = W.make_engine("pool", tmp_path, gpus=[], workers=2, cpus_per_worker=1)
+    assert engine.name == "pool" and engine.threads == 1 and "2 local CPU workers, 1 thread each" in engine.describe
+    tasks = [_PoolTask(k, str(tmp_path / f"{k}.marker")) for k in ("a", "victim", "b", "c", "d", "e")]
+    messages = []
+    try:
+        out = W.dispatch(tasks, engine, runner=_pool_runner, retries=1, poll_s=0.05, log=messages.append)
+    finally:
+        for ex in engine.executors:
+            ex.close()
+    status = {o.task.key: (o.status, o.attempts) for o in out}
+    assert status == {"a": ("done", 1), "victim": ("done", 2), "b": ("done", 1), "c": ("done", 1),
+                      "d": ("done", 1), "e": ("done", 1)}, messages
+    assert any(m.startswith("FAILED") and "victim" in m and "ended without a result" in m for m in messages), messages
+    results = [o.result for o in out]
+    assert all(r["threads"] == 1 and r["cuda"] == "" for r in results)  # one thread, no GPU in a CPU worker
+    # six tasks, two slots and one restart: at most three processes did all the work (not one per task)
+    assert len({r["pid"] for r in results}) <= 3
+
+
 # -- the store across processes ----------------------------------------------------------------------------
 def _writer(folder, worker, n):
     store = ResultStore(folder)
@@ -248,3 +288,15 @@ def test_mini_sweep_survives_a_killed_worker(tmp_path):
     after = (store.path.stat().st_mtime_ns, sorted(p.name for p in (tmp_path / "store" / "runs").iterdir()))
     assert after == before
     assert (tmp_path / "store" / "tables" / "cross_dataset.csv").exists()
+
+
+def test_book_fills_the_store_through_a_pool_sweep_first(monkeypatch):
+    import capt.cli as cli
+
+    calls = []
+    monkeypatch.setattr(W, "sweep", lambda profile, **kw: calls.append((profile, kw)) or W.SweepReport(0, 0, [], 0.0, ""))
+    cli._prefill("mini", {"seeds": [1]}, 2)
+    assert calls == [("mini", dict(overrides={"seeds": [1]}, engine="pool", workers=2, cpus_per_worker=1))]
+    cli._prefill("mini", {}, 0)  # --workers 0: the notebooks compute in turn
+    cli._prefill("mini", {}, 1)
+    assert len(calls) == 1

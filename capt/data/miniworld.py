@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .base import TensorImages
+from .disk_cache import cached_arrays, source_sha
 from .registry import DatasetSpec, register
 
 IMAGE_SIZE = 32
@@ -640,9 +641,15 @@ def generate(task: str, split: str, seed: Optional[int] = None):
 
 @functools.lru_cache(maxsize=None)
 def _cached(task: str, split: str):
-    images, labels, attrs = generate(task, split)
+    """One split, rendered once per process and kept on disk across processes (keyed by this file's code)."""
+    def make():
+        images, labels, attrs = generate(task, split)
+        return {"images": images, "labels": labels, **{f"attr_{k}": v for k, v in attrs.items()}}
+
+    arrays = cached_arrays(f"miniworld/{task}-{split}-{source_sha(__file__)}", make)
+    images = arrays["images"]
     images.setflags(write=False)
-    return images, labels, attrs
+    return images, arrays["labels"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")}
 
 
 @functools.lru_cache(maxsize=None)

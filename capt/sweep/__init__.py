@@ -6,7 +6,9 @@ run trains once and then performs every evaluation any notebook asks of it), dro
 are all in the results store already, and hands the rest to an existing engine:
 
 - ``local``: submitit's local executor, one worker per visible GPU (``CUDA_VISIBLE_DEVICES`` set per
-  worker), or N CPU workers; at most one task per worker at a time;
+  worker), or N CPU workers; at most one task per worker at a time, each in a fresh process;
+- ``pool``: the same slots as persistent processes (:mod:`.pool`): imports, the checkpoint and the
+  rendered world are loaded once per worker, not once per task (what ``capt book`` uses on a CPU);
 - ``slurm``: submitit's SLURM executor, every pending task in one job array;
 - ``debug``: submitit's in-process executor (tasks run one after the other in this process; pdb on error).
 
@@ -112,7 +114,11 @@ def sweep(profile: str | os.PathLike | dict, only: Iterable[str] | None = None, 
     eng = make_engine(engine, folder, workers=workers, gpus_per_worker=gpus_per_worker,
                       cpus_per_worker=cpus_per_worker, partition=partition, timeout_min=timeout_min, mem_gb=mem_gb)
     log(f"engine: {eng.describe}; logs in {folder}; up to {retries} retries per run")
-    outcomes = dispatch(pending, eng, retries=retries, poll_s=poll_s, log=log, on_submit=on_submit)
+    try:
+        outcomes = dispatch(pending, eng, retries=retries, poll_s=poll_s, log=log, on_submit=on_submit)
+    finally:
+        for ex in eng.executors:  # persistent workers (the pool engine) end with the sweep
+            getattr(ex, "close", lambda: None)()
     report = SweepReport(len(tasks), len(done), outcomes, time.perf_counter() - t0, str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -1,5 +1,5 @@
-"""The submitit executors a sweep submits through: local workers (one per GPU, or CPU workers), a SLURM
-job array, or in-process (debug)."""
+"""The executors a sweep submits through: local workers (one per GPU, or CPU workers; a fresh process per
+task through submitit, or persistent processes, :mod:`.pool`), a SLURM job array, or in-process (debug)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..validation import check_choice, check_number
 
-ENGINES = ("local", "slurm", "debug")
+ENGINES = ("local", "pool", "slurm", "debug")
 MAX_TIMEOUTS = 3  # submitit requeues a Checkpointable task this many times after a timeout/preemption
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default is 2 minutes; a local sweep has no time limit
 
@@ -89,9 +89,17 @@ def make_engine(engine: str, folder: str | os.PathLike, workers: int | None = No
                              f"{len(gpus)} are visible ({gpus}); use --workers {most} or fewer")
         groups = [gpus[i * gpus_per_worker:(i + 1) * gpus_per_worker] for i in range(workers)]
     else:
-        workers = workers or max(1, ncpu // 2)
+        # persistent one-thread workers use small CPU models best; submitit's fresh processes get two threads
+        workers = workers or (ncpu if engine == "pool" else max(1, ncpu // 2))
         groups = [[] for _ in range(workers)]
     threads = cpus_per_worker or max(1, ncpu // workers)
+    where = (f"{workers} local GPU workers ({', '.join('GPU ' + ','.join(map(str, g)) for g in groups)})" if gpus and
+             gpus_per_worker > 0 else f"{workers} local CPU workers, {threads} thread{'s' if threads > 1 else ''} each")
+    if engine == "pool":
+        from .pool import PoolSlot
+
+        return Engine("pool", [PoolSlot(threads, tuple(g)) for g in groups], slots=True, threads=threads,
+                      describe=f"{where}, persistent processes", workers=groups)
     executors = []
     for g in groups:
         ex = submitit.LocalExecutor(logs, max_num_timeout=MAX_TIMEOUTS)
@@ -99,6 +107,4 @@ def make_engine(engine: str, folder: str | os.PathLike, workers: int | None = No
         ex.update_parameters(timeout_min=timeout_min or LOCAL_TIMEOUT_MIN, gpus_per_node=len(g),
                              visible_gpus=tuple(g), tasks_per_node=1, nodes=1)
         executors.append(ex)
-    what = (f"{workers} local GPU workers ({', '.join('GPU ' + ','.join(map(str, g)) for g in groups)})" if gpus and
-            gpus_per_worker > 0 else f"{workers} local CPU workers, {threads} threads each")
-    return Engine("local", executors, slots=True, threads=threads, describe=what, workers=groups)
+    return Engine("local", executors, slots=True, threads=threads, describe=where, workers=groups)
