@@ -28,7 +28,7 @@ def _work(args):
 
     S = Settings.from_profile("mini", chapter="04_cross_dataset", methods=["zeroshot"], seeds=[1],
                               targets=list(datasets), out_dir=out_dir, max_n=n, aa_n=n)
-    jobs = [j for j in plans.cross_dataset(S)]
+    jobs = plans.cross_dataset(S)
     t0 = time.perf_counter()
     S.experiment().run_jobs(jobs)
     return time.perf_counter() - t0

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ..io import atomic_path
 
 
 def source_sha(*files: str | os.PathLike) -> str:
@@ -46,14 +47,9 @@ def cached_arrays(name: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[
             pass
     arrays = make()
     if path is not None:
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(tmp, path)
         except OSError:  # a read-only or full workspace: the arrays are still right, just not kept
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+            pass
     return arrays

@@ -639,6 +639,11 @@ def generate(task: str, split: str, seed: Optional[int] = None):
     return images, labels, attrs
 
 
+@functools.lru_cache(maxsize=1)
+def _renderer_sha() -> str:
+    return source_sha(__file__)
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(task: str, split: str):
     """One split, rendered once per process and kept on disk across processes (keyed by this file's code)."""
@@ -646,7 +651,7 @@ def _cached(task: str, split: str):
         images, labels, attrs = generate(task, split)
         return {"images": images, "labels": labels, **{f"attr_{k}": v for k, v in attrs.items()}}
 
-    arrays = cached_arrays(f"miniworld/{task}-{split}-{source_sha(__file__)}", make)
+    arrays = cached_arrays(f"miniworld/{task}-{split}-{_renderer_sha()}", make)
     images = arrays["images"]
     images.setflags(write=False)
     return images, arrays["labels"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")}
@@ -665,7 +670,7 @@ def content_hash(task: str, split: str) -> str:
 
 
 def build(task: str, split: str) -> TensorImages:
-    """The :class:`TensorImages` of one split of a mini task (generated once per process)."""
+    """The :class:`TensorImages` of one split of a mini task (rendered once, then read from the disk cache)."""
     t = TASKS[task]
     images, labels, _ = _cached(task, split)
     return TensorImages(task, torch.from_numpy(images.copy()), labels.tolist(), list(t.classnames),
