@@ -22,6 +22,7 @@ Regenerating with the same seed gives byte-identical images.
 from __future__ import annotations
 
 import functools
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -646,12 +647,15 @@ def _renderer_sha() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _cached(task: str, split: str):
-    """One split, rendered once per process and kept on disk across processes (keyed by this file's code)."""
+    """One split, rendered once per process and kept on disk across processes, keyed by this file's code
+    and by the task's definition (a task changed or registered at run time never reads another's file)."""
+    task_sha = hashlib.sha256(repr(TASKS[task]).encode()).hexdigest()[:12]
+
     def make():
         images, labels, attrs = generate(task, split)
         return {"images": images, "labels": labels, **{f"attr_{k}": v for k, v in attrs.items()}}
 
-    arrays = cached_arrays(f"miniworld/{task}-{split}-{_renderer_sha()}", make)
+    arrays = cached_arrays(f"miniworld/{task}-{split}-{task_sha}-{_renderer_sha()}", make)
     images = arrays["images"]
     images.setflags(write=False)
     return images, arrays["labels"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")}
