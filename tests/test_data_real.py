@@ -14,9 +14,9 @@ from capt.data.real import (
     REAL_DATASETS,
     DatasetNotReady,
     MissingImagesError,
-    dataset_status,
     default_data_root,
 )
+from capt.data.status import dataset_status
 from fixtures_data import (
     EUROSAT_CLASSES,
     IMAGENET_CLASSES,

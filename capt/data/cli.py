@@ -44,7 +44,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .real import REAL_DATASETS, dataset_status
+    from .real import REAL_DATASETS
+    from .status import dataset_status
 
     root = _root(args)
     names = args.names or list(REAL_DATASETS)

@@ -335,7 +335,8 @@ def prepare(name: str, root: str | os.PathLike, *, recipe: Optional[Recipe] = No
     after a successful layout. Raises ``DownloadError`` (with the manual steps), ``ChecksumError`` or
     ``UnsafeArchiveError``; on any error nothing is left in the dataset's folder that was not there.
     """
-    from .real import REAL_DATASETS, dataset_status
+    from .real import REAL_DATASETS
+    from .status import dataset_status
 
     recipe = recipe or _recipe(name)
     root = Path(root).expanduser()

@@ -58,7 +58,7 @@ from .splits import (
 
 __all__ = [
     "DatasetNotReady", "MissingImagesError", "REAL_DATASETS", "RealDataset", "IMAGENET_VAL_PER_CLASS",
-    "IMAGE_EXTENSIONS", "dataset_status", "default_data_root", "read_imagenet_classnames",
+    "IMAGE_EXTENSIONS", "default_data_root", "read_imagenet_classnames",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -363,7 +363,8 @@ _READERS: dict[str, Callable] = {
 }
 
 
-def _build(info: RealDataset, split: str, root: Optional[Path], transform: Optional[Callable]) -> LabeledImages:
+def build_split(info: RealDataset, split: str, root: Optional[Path], transform: Optional[Callable]) -> LabeledImages:
+    """One split of a real dataset, read by its layout's reader (what the registry's ``build`` calls)."""
     if split not in info.splits:
         raise ValueError(f"dataset {info.name!r} has no split {split!r}; valid choices: {', '.join(info.splits)}")
     ds = _READERS[info.reader](info, split, root, transform)
@@ -382,41 +383,10 @@ def _register_all() -> None:
         except ValueError:
             pass
         register(DatasetSpec(
-            name=info.name, kind="real", role=info.role, build=partial(_build, info),
+            name=info.name, kind="real", role=info.role, build=partial(build_split, info),
             description=f"{info.title}: {info.description}", shift_of=info.shift_of,
             templates=(info.template,), splits=info.splits,
         ))
 
 
 _register_all()
-
-
-# -- status --------------------------------------------------------------------------------------
-def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
-    """``{"name", "state": "missing"|"partial"|"ready", "path", "counts": {split: n}, "classes", "detail"}``.
-
-    ``missing``: the dataset's folder does not exist; ``partial``: it exists but some split cannot be
-    built (the detail says why); ``ready``: every split builds and every image it names exists.
-    """
-    if name not in REAL_DATASETS:
-        get_spec(name)                                  # unknown name: the registry's message
-        raise ValueError(f"dataset {name!r} is not a real dataset; valid choices: {', '.join(REAL_DATASETS)}")
-    info = REAL_DATASETS[name]
-    folder = info.folder_path(root)
-    out = {"name": name, "state": "missing", "path": str(folder), "counts": {}, "classes": None,
-           "expected": dict(info.expected), "detail": ""}
-    if not folder.is_dir():
-        out["detail"] = f"no folder {folder}"
-        return out
-    problems = []
-    for split in info.splits:
-        try:
-            ds = _build(info, split, root, None)
-        except (DatasetNotReady, ValueError) as exc:
-            problems.append(f"{split}: {exc}")
-            continue
-        out["counts"][split] = len(ds)
-        out["classes"] = ds.num_classes
-    out["state"] = "partial" if problems else "ready"
-    out["detail"] = "; ".join(problems)
-    return out
