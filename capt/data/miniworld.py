@@ -22,7 +22,6 @@ Regenerating with the same seed gives byte-identical images.
 from __future__ import annotations
 
 import functools
-import hashlib
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -30,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..results import stable_key
 from .base import TensorImages
 from .disk_cache import cached_arrays, source_sha
 from .registry import DatasetSpec, register
@@ -649,13 +649,13 @@ def _renderer_sha() -> str:
 def _cached(task: str, split: str):
     """One split, rendered once per process and kept on disk across processes, keyed by this file's code
     and by the task's definition (a task changed or registered at run time never reads another's file)."""
-    task_sha = hashlib.sha256(repr(TASKS[task]).encode()).hexdigest()[:12]
+    task_key = stable_key(repr(TASKS[task]))
 
     def make():
         images, labels, attrs = generate(task, split)
         return {"images": images, "labels": labels, **{f"attr_{k}": v for k, v in attrs.items()}}
 
-    arrays = cached_arrays(f"miniworld/{task}-{split}-{task_sha}-{_renderer_sha()}", make)
+    arrays = cached_arrays(f"miniworld/{task}-{split}-{task_key}-{_renderer_sha()}", make)
     images = arrays["images"]
     images.setflags(write=False)
     return images, arrays["labels"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")}
