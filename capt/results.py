@@ -73,9 +73,20 @@ def _lock(path: Path, timeout: float = 600.0):
     lock = path.with_name(path.name + ".lock")
     start = time.monotonic()
     while True:
+        # The owner is written to a private file first and linked into place (atomic, fails if the lock
+        # exists), so a lock is never seen without its owner: a writer killed between creating the lock
+        # and naming itself would otherwise leave an empty lock that nobody could prove stale.
+        mine = lock.with_name(f"{lock.name}.{socket.gethostname()}.{os.getpid()}")
+        mine.write_text(f"{socket.gethostname()}:{os.getpid()}\n")
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
+            try:
+                os.link(mine, lock)
+            except FileExistsError:
+                raise
+            except OSError:  # a filesystem without hard links: create-exclusive, then name the owner
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, mine.read_bytes())
+                os.close(fd)
             break
         except FileExistsError:
             # A lock left by a killed writer (its process is gone, or it is older than the timeout): take it over.
@@ -88,10 +99,11 @@ def _lock(path: Path, timeout: float = 600.0):
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"results store {path} stayed locked for {timeout:.0f}s ({lock})")
             time.sleep(0.05)
+        finally:
+            mine.unlink(missing_ok=True)
     try:
         yield
     finally:
-        os.close(fd)
         lock.unlink(missing_ok=True)
 
 
