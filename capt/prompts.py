@@ -168,9 +168,9 @@ class PromptedCLIP(nn.Module):
         template: hand-crafted template(s) for the ``none`` variant and the frozen teacher; several
             templates are averaged (CLIP's prompt ensembling).
         init_std: standard deviation of the random initialisation of prompt vectors.
-        truncate_text: run the learnable text prompts through only the tokens that decide their
-            pooled feature (up to the last end-of-text token) when the text tower is causal, instead of
-            the whole context (77 tokens for OpenAI CLIP). The same features up to float rounding, and
+        truncate_text: run the learnable text prompts and the hand-crafted templates through only the
+            tokens that decide their pooled feature (up to the last end-of-text token) when the text
+            tower is causal, instead of the whole context (77 tokens for OpenAI CLIP). The same features up to float rounding, and
             several times less text-tower work per training step; ``False`` runs the full context.
         vision_placement: where the first layer's vision prompts join the sequence: ``before_ln_pre``
             (VPT/IVLP/MaPLe reference code) or ``after_ln_pre``; see :data:`VISION_PLACEMENTS`.
@@ -233,9 +233,10 @@ class PromptedCLIP(nn.Module):
             self.register_buffer("prompt_embedding", emb, persistent=False)  # frozen token embeddings
             if ctx_init:
                 ctx_ids = self._tokenize([prefix])[0, 1:1 + n_ctx]
-        self.register_buffer(
-            "template_tokens",
-            self._tokenize([t.format(c) for t in templates for c in self.classnames]), persistent=False)
+        template_tokens = self._tokenize([t.format(c) for t in templates for c in self.classnames])
+        if truncate_text:  # the frozen teacher's features too: every model build encodes them once
+            template_tokens = template_tokens[:, :self._text.deciding_length(template_tokens)]
+        self.register_buffer("template_tokens", template_tokens, persistent=False)
 
         def vec(n, width, init=None):
             if init is not None:

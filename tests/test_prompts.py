@@ -117,6 +117,9 @@ def test_truncated_text_context_gives_the_full_context_features_and_gradients(ti
     assert torch.equal(short.prompt_tokens, full.prompt_tokens[:, :eot + 1])
     fs, ff = short.encode_text(), full.encode_text()
     assert (fs - ff).abs().max().item() < 1e-6
+    # the hand-crafted templates (the frozen teacher's features) are cut the same way, to the same features
+    assert full.template_tokens.shape[1] == 77 > short.template_tokens.shape[1]
+    assert (short.frozen_text_features - full.frozen_text_features).abs().max().item() < 1e-6
     weights = torch.randn(ff.shape, generator=torch.Generator().manual_seed(0))
     gs = torch.autograd.grad((fs * weights).sum(), short.prompt_parameters(), allow_unused=True)
     gf = torch.autograd.grad((ff * weights).sum(), full.prompt_parameters(), allow_unused=True)
