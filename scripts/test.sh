@@ -8,4 +8,7 @@ export PYTHONHASHSEED=0
 # The notebooks are checked as committed (executed with profiles/ci.yaml): start from an empty store
 # so every cell really recomputes what it shows.
 rm -rf outputs/ci
-.venv/bin/python -m pytest -q -p no:cacheprovider tests notebooks --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg --durations=25 "$@"
+# Two pytest-xdist workers, one thread each; a file's tests, and all the notebooks, stay together on one
+# worker, longest first (conftest.py).
+.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 tests notebooks --nbval \
+    --nbval-sanitize-with notebooks/nbval_sanitize.cfg --durations=25 "$@"

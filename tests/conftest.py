@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread per pytest-xdist worker (the root conftest.py sets OMP_NUM_THREADS), two otherwise.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 
 def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed_dim: int = 48, seed: int = 0,
