@@ -9,21 +9,16 @@ Chromium comes from scripts/install_browser.sh; without it these tests skip and 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from book_build import build_book
 from capt.pagecheck import Chromium, book_pages, check_page, check_pages, find_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
-# What `jupyter-book build` reads besides the notebooks (the same tree `capt book --no-run` builds).
-BOOK_FILES = ("_config.yml", "_toc.yml")
-BOOK_DIRS = ("book", "_static", "_templates", "_ext")
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None,
@@ -135,22 +130,8 @@ def test_screenshot_is_the_first_screen(tmp_path):
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory) -> Path:
-    """The book built as `capt book --no-run` builds it, from the committed (executed) notebooks, in a
-    scratch copy of the sources; Jupyter Book never executes them (``execute_notebooks: off``)."""
-    src = tmp_path_factory.mktemp("book")
-    for f in BOOK_FILES:
-        shutil.copy2(ROOT / f, src / f)
-    for d in BOOK_DIRS:
-        if (ROOT / d).is_dir():
-            shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("experiments", "_build"))
-    (src / "book" / "experiments").mkdir()
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        shutil.copy2(nb, src / "book" / "experiments" / nb.name)
-    exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(src), "--path-output", str(src), "-q"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"jupyter-book build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return src / "_build" / "html"
+    """The book built as `capt book --no-run` builds it, from the committed (executed) notebooks."""
+    return build_book(sorted((ROOT / "notebooks").glob("*.ipynb")), tmp_path_factory.mktemp("book"))
 
 
 @pytest.fixture(scope="module")
