@@ -170,8 +170,9 @@ class PromptedCLIP(nn.Module):
         init_std: standard deviation of the random initialisation of prompt vectors.
         truncate_text: run the learnable text prompts and the hand-crafted templates through only the
             tokens that decide their pooled feature (up to the last end-of-text token) when the text
-            tower is causal, instead of the whole context (77 tokens for OpenAI CLIP). The same features up to float rounding, and
-            several times less text-tower work per training step; ``False`` runs the full context.
+            tower is causal, instead of the whole context (77 tokens for OpenAI CLIP). The same features
+            up to float rounding, and several times less text-tower work per training step and model
+            build; ``False`` runs the full context.
         vision_placement: where the first layer's vision prompts join the sequence: ``before_ln_pre``
             (VPT/IVLP/MaPLe reference code) or ``after_ln_pre``; see :data:`VISION_PLACEMENTS`.
     """
