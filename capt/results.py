@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,39 +69,47 @@ def _owner_is_dead(lock: Path) -> bool:
     return False
 
 
+def _place_lock(mine: Path, lock: Path) -> None:
+    """Put ``lock`` in place already naming its owner (the content of ``mine``), in one atomic step that
+    raises ``FileExistsError`` when a lock is there: a writer killed between creating a lock and naming
+    itself would otherwise leave an empty lock that nobody could prove stale."""
+    try:
+        os.link(mine, lock)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: create-exclusive, then name the owner
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        try:
+            os.write(fd, mine.read_bytes())
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def _lock(path: Path, timeout: float = 600.0):
     lock = path.with_name(path.name + ".lock")
+    # this writer's name, written once; the file is per thread, the name per process (what liveness checks)
+    mine = lock.with_name(f"{lock.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}")
+    mine.write_text(f"{socket.gethostname()}:{os.getpid()}\n")
     start = time.monotonic()
-    while True:
-        # The owner is written to a private file first and linked into place (atomic, fails if the lock
-        # exists), so a lock is never seen without its owner: a writer killed between creating the lock
-        # and naming itself would otherwise leave an empty lock that nobody could prove stale.
-        mine = lock.with_name(f"{lock.name}.{socket.gethostname()}.{os.getpid()}")
-        mine.write_text(f"{socket.gethostname()}:{os.getpid()}\n")
-        try:
+    try:
+        while True:
             try:
-                os.link(mine, lock)
+                _place_lock(mine, lock)
+                break
             except FileExistsError:
-                raise
-            except OSError:  # a filesystem without hard links: create-exclusive, then name the owner
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, mine.read_bytes())
-                os.close(fd)
-            break
-        except FileExistsError:
-            # A lock left by a killed writer (its process is gone, or it is older than the timeout): take it over.
-            try:
-                if _owner_is_dead(lock) or time.time() - lock.stat().st_mtime > timeout:
-                    lock.unlink(missing_ok=True)
+                # A lock left by a killed writer (its process is gone, or it is older than the timeout): take it over.
+                try:
+                    if _owner_is_dead(lock) or time.time() - lock.stat().st_mtime > timeout:
+                        lock.unlink(missing_ok=True)
+                        continue
+                except FileNotFoundError:
                     continue
-            except FileNotFoundError:
-                continue
-            if time.monotonic() - start > timeout:
-                raise TimeoutError(f"results store {path} stayed locked for {timeout:.0f}s ({lock})")
-            time.sleep(0.05)
-        finally:
-            mine.unlink(missing_ok=True)
+                if time.monotonic() - start > timeout:
+                    raise TimeoutError(f"results store {path} stayed locked for {timeout:.0f}s ({lock})")
+                time.sleep(0.05)
+    finally:
+        mine.unlink(missing_ok=True)
     try:
         yield
     finally:
