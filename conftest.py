@@ -19,9 +19,10 @@ if _WORKERS > 1:
 _FIRST = ("notebooks", "tests/test_rehearsal.py", "tests/test_sweep.py")
 
 
-def _group(path: str) -> str:
+def _group(nodeid: str) -> str:
     """The unit one worker runs in order: a test file, or all the notebooks together (they share the store
     in outputs/ci, and nbval runs each notebook's cells in order in one kernel)."""
+    path = nodeid.split("::", 1)[0]
     return "notebooks" if path.startswith("notebooks/") else path
 
 
@@ -34,7 +35,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByFileAndNotebooks(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _group(nodeid.split("::", 1)[0])
+            return _group(nodeid)
 
     return ByFileAndNotebooks(config, log)
 
@@ -42,5 +43,4 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     rank = {g: i for i, g in enumerate(_FIRST)}
-    root = config.rootpath.resolve()
-    items.sort(key=lambda item: rank.get(_group(item.path.resolve().relative_to(root).as_posix()), len(_FIRST)))
+    items.sort(key=lambda item: rank.get(_group(item.nodeid), len(_FIRST)))  # stable: a file's order is kept

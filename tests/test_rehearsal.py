@@ -97,10 +97,10 @@ def test_paper_profile_dress_rehearsal(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     log = tmp_path / "capt-run.log"  # followed live with `tail -f` while it runs
-    settings = {chapters[0]: sets, **{name: {**sets, **LATER} for name in chapters[1:]}}
-    for only, extra in [(chapters[:1], {}), (chapters[1:], LATER)]:
+    runs = [(chapters[:1], sets), (chapters[1:], {**sets, **LATER})]  # (chapters, their overrides)
+    for only, values in runs:
         cmd = [sys.executable, "-m", "capt.cli", "run", "paper", "--output-dir", str(notebooks),
-               "--only", *only, "--set", *[f"{k}={v}" for k, v in {**sets, **extra}.items()]]
+               "--only", *only, "--set", *[f"{k}={v}" for k, v in values.items()]]
         with open(log, "a") as fh:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=3600)
         assert proc.returncode == 0, log.read_text()[-8000:]
@@ -110,7 +110,7 @@ def test_paper_profile_dress_rehearsal(tmp_path):
         nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert injected and 'profile = "paper"' in injected[0].source  # the rest comes from the profile
-        S = Settings.from_profile("paper", name, **settings[name])
+        S = Settings.from_profile("paper", name, **next(values for only, values in runs if name in only))
         assert (S.model, S.depth) == ("ViT-B-32", 9)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], name
