@@ -45,6 +45,13 @@ def _run(args) -> int:
     return 0
 
 
+def jupyter_book_build(root: Path) -> list[str]:
+    """The command that builds the book of the source tree ``root`` into ``root/_build``, with the
+    ``jupyter-book`` beside this Python (the project's .venv) when there is one."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    return [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--path-output", str(root)]
+
+
 def _book(args) -> int:
     from .profiles import checkout, run_profile
 
@@ -58,8 +65,7 @@ def _book(args) -> int:
         run_profile(args.profile, ROOT / "book" / "experiments", overrides=overrides)
     write_glance(args.profile, overrides, ROOT / "book" / "experiments" / "glance.md")
     print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
-    exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--path-output", str(ROOT)]
+    cmd = jupyter_book_build(ROOT)
     if args.strict:
         cmd += ["-W", "-n", "--keep-going"]
     rc = subprocess.call(cmd)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterable
+
+from capt.cli import jupyter_book_build
 
 ROOT = Path(__file__).resolve().parent.parent
 # What `jupyter-book build` reads besides the notebooks (the same tree `capt book --no-run` builds).
@@ -27,8 +28,6 @@ def build_book(notebooks: Iterable[Path], src: Path) -> Path:
     (src / "book" / "experiments").mkdir()
     for nb in notebooks:
         shutil.copy2(nb, src / "book" / "experiments" / Path(nb).name)
-    exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(src), "--path-output", str(src), "-q"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(jupyter_book_build(src) + ["-q"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"jupyter-book build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return src / "_build" / "html"
