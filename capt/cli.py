@@ -39,7 +39,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _run(args) -> int:
-    from .profiles import run_profile
+    from .runner import run_profile
 
     run_profile(args.profile, args.output_dir, only=args.only, overrides=_overrides(args.set))
     return 0
@@ -53,7 +53,8 @@ def jupyter_book_build(root: Path) -> list[str]:
 
 
 def _book(args) -> int:
-    from .profiles import checkout, run_profile
+    from .paths import checkout
+    from .runner import run_profile
 
     ROOT = checkout()
     if ROOT is None:
@@ -98,13 +99,13 @@ def _prefill(profile, overrides: dict, workers: int | None) -> None:
 def write_glance(profile, overrides: dict, path: Path) -> Path:
     """The intro's results-at-a-glance, generated from the chapters' saved rows of this profile."""
     from . import report
+    from .chapters import CHAPTERS
     from .notebook import Settings
-    from .plans import PLANS
 
     found = {}
-    for chapter in report.FOCUS:
-        S = Settings.from_profile(profile, chapter, **overrides)
-        found[chapter] = (S, S.output / "tables" / f"{PLANS[chapter].__name__}.csv")
+    for chapter in (c for c in CHAPTERS.values() if c.focus is not None):
+        S = Settings.from_profile(profile, chapter.name, **overrides)
+        found[chapter.name] = (S, S.output / "tables" / chapter.table)
     return report.write_glance(found, path)
 
 

@@ -98,6 +98,7 @@ class Method:
                    generator=generator)
 
 
+# The table's order is the display order of every table and figure (baselines first, CAPT last).
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("zeroshot", "none", Objective("none"), False,
            "frozen CLIP with the hand-crafted template; no training"),
@@ -111,13 +112,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "AdvVLP: independent deep vision and text prompts trained with CE on PGD-CE images"),
     Method("advmaple", "maple", Objective("ce_adv"), True,
            "AdvMaPLe: MaPLe-coupled deep prompts trained with CE on PGD-CE images"),
+    Method("trades_maple", "maple", Objective("trades", lam=1.5, ce_on="clean"), True,
+           "TRADES-MaPLe: MaPLe prompts, CE on clean + lambda * KL(clean || adv), trained on PGD-CE images "
+           "(this library's 'fap' before issue 16)"),
     Method("fap", "maple", Objective("fap", lam=1.5, ce_on="clean"), True,
            "FAP (Zhou et al., NeurIPS 2024): CE on clean + lambda * KL(clean || adv) * (1 + cos(clean, adv "
            "image features)), trained on PGD-KL images. Differs from FAP's code: MaPLe's text-to-vision "
            "coupling at every layer (FAP maps deeper layers' vision prompts to text)", "pgd_kl"),
-    Method("trades_maple", "maple", Objective("trades", lam=1.5, ce_on="clean"), True,
-           "TRADES-MaPLe: MaPLe prompts, CE on clean + lambda * KL(clean || adv), trained on PGD-CE images "
-           "(this library's 'fap' before issue 16)"),
     Method("capt", "maple", Objective("capt", lam=1.5, alpha="frozen_confidence", ce_on="clean"), True,
            "CAPT: CE on clean + lambda * adaptive mix of self- and frozen-teacher consistency"),
 ]}
@@ -125,6 +126,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 
 def method_names() -> list[str]:
     return list(METHODS)
+
+
+def method_order(values) -> list:
+    """``values`` (method names) in the table's order; unknown names last, in their given order."""
+    present = list(dict.fromkeys(values))
+    return [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
 
 
 def get_method(name: str, **objective_changes) -> Method:

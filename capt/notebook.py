@@ -25,9 +25,12 @@ from typing import Sequence
 import yaml
 
 from .attacks import ATTACKS, AttackSpec
+from .chapters import get_chapter
 from .data.fewshot import validate_shots
 from .experiments import Experiment, RunSpec, as_ref, grid
 from .methods import METHODS, get_method
+from .paths import resolve
+from .profiles import chapter_values, load_profile
 from .train import TrainConfig
 from .validation import check_choice, check_eps, check_number
 
@@ -35,17 +38,6 @@ from .validation import check_choice, check_eps, check_number
 # are plain text, and the warning would make a chapter's output depend on whether it had to load a model.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-# chapter -> the knobs its parameters cell declares (every other value comes from the profile)
-CHAPTERS = {
-    "00_mini_world": (),
-    "01_zeroshot_robustness": ("eps_list",),
-    "02_in_distribution": ("datasets", "shots"),
-    "03_distribution_shift": (),
-    "04_cross_dataset": (),
-    "05_base_to_new": ("datasets",),
-    "06_ablations": ("ablations",),
-    "07_attack_strength": ("eps_list", "steps_list"),
-}
 ABLATION_GROUPS = ("alpha strategy", "lambda", "CE on", "prompt depth", "context length", "frozen teacher")
 PAPER_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
@@ -166,10 +158,8 @@ class Settings:
     def from_profile(cls, profile="paper", chapter: str | None = None, **overrides) -> "Settings":
         """The settings of ``chapter`` under ``profile`` (a name, a .yaml path or a loaded profile), then
         ``overrides``; every value is checked."""
-        from .profiles import chapter_values, load_profile
-
         if chapter is not None:
-            check_choice("chapter", chapter, CHAPTERS)
+            get_chapter(chapter)
         data = load_profile(profile)
         values = chapter_values(data, chapter)
         cls.check_names(values, f"profile {data['name']}")
@@ -192,8 +182,6 @@ class Settings:
     @property
     def output(self) -> Path:
         """The results folder (absolute): ``out_dir``, or outputs/<profile>, in the workspace."""
-        from .profiles import resolve
-
         return resolve(self.out_dir if self.out_dir is not None else f"outputs/{self.profile or 'default'}")
 
     def train_config(self, seed: int = 1) -> TrainConfig:
@@ -201,8 +189,6 @@ class Settings:
                            alpha=self.train_alpha, steps=self.train_steps, seed=seed)
 
     def experiment(self) -> Experiment:
-        from .profiles import resolve
-
         root = resolve(self.data_root)
         return Experiment(self.output, data_root=None if root is None else str(root), device=self.device,
                           progress=self.progress)

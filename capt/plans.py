@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .attacks import AttackSpec
+from .chapters import CHAPTERS
 from .experiments import RunSpec
 
 
@@ -77,14 +78,5 @@ def attack_strength(S) -> list[Job]:
             + _jobs(runs, [S.source], list({str(a): a for a in ladder}.values()), S.strong_n, part="strong"))
 
 
-# notebook name -> its plan (the sweep runner's map from a profile to jobs)
-PLANS = {
-    "00_mini_world": zeroshot_robustness,
-    "01_zeroshot_robustness": zeroshot_robustness,
-    "02_in_distribution": in_distribution,
-    "03_distribution_shift": distribution_shift,
-    "04_cross_dataset": cross_dataset,
-    "05_base_to_new": base_to_new,
-    "06_ablations": ablations,
-    "07_attack_strength": attack_strength,
-}
+# chapter name -> its plan, as the chapter table names it (the sweep runner's map from a profile to jobs)
+PLANS = {c.name: globals()[c.plan] for c in CHAPTERS.values()}

@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .report import METHOD_ORDER, method_order
+from .methods import METHODS, method_order
 
-PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
+PALETTE = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
 
 
 def style() -> None:

@@ -1,4 +1,4 @@
-"""Profiles: the one place parameter values live, and where files resolve.
+"""Profiles: the one place parameter values live.
 
 A profile is a YAML file in ``profiles/`` (shipped inside the package as ``capt/assets/profiles``; the
 checkout's ``profiles`` is a link to it)::
@@ -13,55 +13,24 @@ checkout's ``profiles`` is a link to it)::
     skip: [00_mini_world]  # chapters this profile does not run
 
 Values the profile leaves out are the library's defaults (:class:`capt.notebook.Settings`: the paper's
-values). :func:`run_profile` executes the chapters with papermill, injecting only ``profile = NAME`` and
-the caller's overrides: each notebook reads the rest from the profile itself.
-
-Relative paths (``out_dir``, ``data_root``, a profile file) resolve against :func:`workspace`, the same
-from any working directory.
+values). :func:`capt.runner.run_profile` executes the chapters with papermill, injecting only
+``profile = NAME`` and the caller's overrides: each notebook reads the rest from the profile itself.
+A profile file given as a relative path resolves against :func:`capt.paths.workspace`.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Iterable
 
 import yaml
 
-PACKAGE = Path(__file__).resolve().parent
-PROFILES = PACKAGE / "assets" / "profiles"
+from .chapters import CHAPTERS
+from .paths import ASSETS, resolve, workspace
+
+PROFILES = ASSETS / "profiles"
 PROFILE_KEYS = ("description", "base", "parameters", "notebooks", "skip")
-
-
-def checkout() -> Path | None:
-    """The source checkout capt runs from (it holds ``notebooks/``), or None for an installed package."""
-    root = PACKAGE.parent
-    return root if (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file() else None
-
-
-def workspace() -> Path:
-    """Where relative paths resolve: ``$CAPT_HOME`` if set, else the checkout, else ``~/capt``."""
-    env = os.environ.get("CAPT_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    return checkout() or Path.home() / "capt"
-
-
-def resolve(path: str | os.PathLike | None) -> Path | None:
-    """``path`` made absolute against :func:`workspace` (``~`` expanded); None stays None."""
-    if path is None:
-        return None
-    p = Path(os.path.expanduser(str(path)))
-    return p if p.is_absolute() else (workspace() / p).resolve()
-
-
-def notebooks_dir() -> Path:
-    root = checkout()
-    if root is None:
-        raise FileNotFoundError("the chapters' notebooks come with a source checkout of capt (git clone ...); "
-                                "an installed package can still build Settings and run plans")
-    return root / "notebooks"
 
 
 def profile_names() -> list[str]:
@@ -101,8 +70,6 @@ def _read(path: Path) -> dict:
 
 def load_profile(profile: str | os.PathLike | dict) -> dict:
     """A profile with its ``base`` chain merged: {name, description, parameters, notebooks, skip}."""
-    from .notebook import CHAPTERS
-
     if isinstance(profile, dict):
         return profile
     path = profile_path(profile)
@@ -135,8 +102,6 @@ def chapter_values(profile: dict, chapter: str | None) -> dict:
 
 def notebook_names(profile: dict | None = None) -> list[str]:
     """The chapters a loaded profile runs (its ``skip`` list left out), or all."""
-    from .notebook import CHAPTERS
-
     skip = set((profile or {}).get("skip", []))
     return [n for n in CHAPTERS if n not in skip]
 
@@ -151,89 +116,3 @@ def select_notebooks(profile: dict, only: Iterable[str] | None = None) -> list[s
     if bad:
         raise ValueError(f"unknown notebooks {bad}; valid choices: {', '.join(names)}")
     return [n for n in names if n in only]
-
-
-_BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
-           "Div": lambda a, b: a / b}
-
-
-def _literal(node):
-    """A parameters-cell value: literals, lists, and + - * / of numbers (e.g. ``4 / 255``); never code."""
-    import ast
-
-    if isinstance(node, ast.BinOp) and type(node.op).__name__ in _BINOPS:
-        return _BINOPS[type(node.op).__name__](_literal(node.left), _literal(node.right))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_literal(node.operand)
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(e) for e in node.elts]
-    return ast.literal_eval(node)
-
-
-def notebook_defaults(notebook: str | os.PathLike) -> dict:
-    """The values of a notebook's ``parameters`` cell, read without executing it."""
-    import ast
-
-    import nbformat
-
-    path = Path(notebook)
-    if not path.suffix:
-        path = notebooks_dir() / f"{notebook}.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path} must have exactly one cell tagged 'parameters', found {len(cells)}")
-    out = {}
-    for stmt in ast.parse(cells[0].source).body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            try:
-                out[stmt.targets[0].id] = _literal(stmt.value)
-            except (ValueError, TypeError, SyntaxError):
-                raise ValueError(f"{path}: parameter {stmt.targets[0].id} must be a literal "
-                                 "(numbers, strings, lists, None, arithmetic on numbers)") from None
-    return out
-
-
-def run_profile(profile: str | os.PathLike, output_dir: str | os.PathLike, only: Iterable[str] | None = None,
-                overrides: dict | None = None, kernel: str = "python3", log=print) -> list[Path]:
-    """Execute the chapters of ``profile`` into ``output_dir`` (the same name per notebook)."""
-    import papermill as pm
-
-    from .notebook import Settings
-
-    data = load_profile(profile)
-    overrides = dict(overrides or {})
-    Settings.check_names(overrides, "capt run --set")
-    names = select_notebooks(data, only)
-    for name in names:  # every chapter's settings are checked before the first one runs
-        Settings.from_profile(data, name, **overrides)
-    nb_dir = notebooks_dir()
-    out = resolve(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ref = str(profile_path(profile)) if Path(str(profile)).suffix in (".yaml", ".yml") else data["name"]
-    written = []
-    for i, name in enumerate(names, 1):
-        log(f"[{i}/{len(names)}] {name} ({data['name']} profile)")
-        t0 = time.perf_counter()
-        target = out / f"{name}.ipynb"
-        pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(target), parameters={"profile": ref, **overrides},
-                            kernel_name=kernel, cwd=str(nb_dir), progress_bar=True, report_mode=False)
-        hide_injected(target)
-        log(f"    done in {time.perf_counter() - t0:.0f}s -> {target}")
-        written.append(target)
-    return written
-
-
-def hide_injected(path: str | os.PathLike) -> None:
-    """Collapse the cell papermill injected (tag ``hide-cell``): the book shows results first, and the
-    values a run used stay one click away."""
-    import nbformat
-
-    from .io import atomic_write_text
-
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-cell"]
-    atomic_write_text(path, nbformat.writes(nb))

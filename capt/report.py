@@ -15,19 +15,11 @@ from typing import Sequence
 import pandas as pd
 
 from . import stats
+from .chapters import CHAPTERS, get_chapter
+from .methods import method_order
 
 CLEAN = "clean"
 _NAMES = {"noise": "noise", "autoattack": "AutoAttack, reference"}  # column names beyond LABEL-STEPS
-# the order methods are listed in, in every table and figure (baselines first, CAPT last)
-METHOD_ORDER = ["zeroshot", "apt", "advvpt", "advvlp", "advmaple", "trades_maple", "fap", "capt"]
-
-
-def method_order(values) -> list:
-    """``values`` (method names) in the house order; unknown names last, in their given order."""
-    present = list(dict.fromkeys(values))
-    return [m for m in METHOD_ORDER if m in present] + [m for m in present if m not in METHOD_ORDER]
-
-
 # -- which column is which ------------------------------------------------------------------------------
 def metric_of(label: str, strong: str) -> str:
     """A row's attack label as a table column: clean, the strong (headline) attack, or the cheap PGD."""
@@ -265,25 +257,14 @@ def closing(c: pd.DataFrame, method: str, seeds: int) -> str:
     return f"**What the evidence supports{base}:** {'; '.join(parts)}; every other gap is within the noise."
 
 
-def _top_shots(S) -> list:
-    counted = [k for k in S.shots if k != "all"]
-    return [0, max(counted) if counted else "all"]  # zero-shot rows carry shots 0
-
-
-# chapter -> (its headline rows, where they come from): one definition for the chapter and the intro
-FOCUS = {
-    "02_in_distribution": lambda rows, S: (
-        rows[(rows["dataset"] == S.datasets[0]) & rows["shots"].astype(str).isin(map(str, _top_shots(S)))],
-        f"{S.datasets[0]}, {_top_shots(S)[1]} shots per class"),
-    "03_distribution_shift": lambda rows, S: (rows[rows["dataset"] != S.source], "the shifted sets"),
-    "04_cross_dataset": lambda rows, S: (rows[rows["dataset"] != S.source], "the target tasks"),
-    "05_base_to_new": lambda rows, S: (rows[rows["dataset"].str.endswith("[new]")], "the new classes"),
-}
-
-
 def focus(chapter: str, rows: pd.DataFrame, S) -> tuple[pd.DataFrame, str]:
-    """The rows a chapter's headline, figure and reading are about, and a phrase saying which."""
-    return FOCUS[chapter](rows, S)
+    """The rows a chapter's headline, figure and reading are about, and a phrase saying which (the
+    chapter table's ``focus``: one definition for the chapter and the intro)."""
+    c = get_chapter(chapter)
+    if c.focus is None:
+        raise ValueError(f"chapter {chapter} has no headline focus; chapters with one: "
+                         f"{', '.join(n for n, x in CHAPTERS.items() if x.focus is not None)}")
+    return c.focus(rows, S)
 
 
 def glance_line(rows: pd.DataFrame, strong: str, chapter: str, where: str, method: str = "capt") -> dict:

@@ -2,7 +2,7 @@
 
 Every page loads without JavaScript errors or failed loads, every figure is present and decoded, and no
 table in the content column (nor any ``capt-headline`` table) is wider than the column or hidden in a
-horizontal scroll box. The checker itself (capt.pagecheck) is tested first, on small synthetic pages.
+horizontal scroll box. The checker itself (tools/pagecheck.py) is tested first, on small synthetic pages.
 Chromium comes from scripts/install_browser.sh; without it these tests skip and say so.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from book_build import build_book
-from capt.pagecheck import Chromium, book_pages, check_page, check_pages, find_chromium, screenshot
+from tools.pagecheck import Chromium, book_pages, check_page, check_pages, find_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -109,7 +109,7 @@ def test_yaml_with_python_tags_is_refused(tmp_path):
 def test_notebook_parameters_are_read_not_run(tmp_path):
     import nbformat
 
-    from capt.profiles import notebook_defaults
+    from tools.notebook_params import notebook_defaults
 
     marker = tmp_path / "PWNED"
     nb = nbformat.v4.new_notebook()

@@ -19,7 +19,7 @@ import yaml
 
 import capt.sweep as W
 from capt.notebook import Settings
-from capt.profiles import workspace
+from capt.paths import workspace
 from capt.results import ResultStore
 
 MINI = Path(W.__file__).resolve().parents[1] / "assets" / "mini_clip.pt"
@@ -281,7 +281,7 @@ def test_mini_sweep_survives_a_killed_worker(tmp_path):
     assert again.skipped == 4 and again.outcomes == []
 
     # the notebook renders from the store: no training, no evaluation, no new row
-    from capt.profiles import run_profile
+    from capt.runner import run_profile
 
     before = (store.path.stat().st_mtime_ns, sorted(p.name for p in (tmp_path / "store" / "runs").iterdir()))
     run_profile(profile, tmp_path / "notebooks", only=only, log=lambda m: None)

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..io import atomic_path
+from ..paths import resolve
 
 
 def source_sha(*files: str | os.PathLike) -> str:
@@ -30,8 +31,6 @@ def source_sha(*files: str | os.PathLike) -> str:
 def cache_dir() -> Path | None:
     if os.environ.get("CAPT_NO_DISK_CACHE", "") not in ("", "0"):
         return None
-    from ..profiles import resolve
-
     return resolve("outputs/.cache")
 
 

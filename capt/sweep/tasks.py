@@ -12,7 +12,8 @@ from typing import Iterable
 from ..experiments import RunSpec
 from ..notebook import Settings
 from ..plans import PLANS, Job
-from ..profiles import load_profile, notebook_names, resolve, select_notebooks
+from ..paths import resolve
+from ..profiles import load_profile, notebook_names, select_notebooks
 
 
 # -- what to run ---------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ column's width, including tables that sit in a horizontal scroll box. Also takes
 first screen. Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
 NUL-terminated JSON on file descriptors 3 and 4), so no websocket library and no port are needed.
 
-    python -m capt.pagecheck _build/html                       # check every page; exit 1 on a problem
-    python -m capt.pagecheck --screenshot _build/html/book/experiments/04_cross_dataset.html out.png
+    python -m tools.pagecheck _build/html                       # check every page; exit 1 on a problem
+    python -m tools.pagecheck --screenshot _build/html/book/experiments/04_cross_dataset.html out.png
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--remote-debugging-pipe")
 
 # Runs in the page once it has loaded (an async function expression; its value is the measurement).
-MEASURE_JS = (Path(__file__).with_name("assets") / "pagecheck_measure.js").read_text()
+MEASURE_JS = Path(__file__).with_name("pagecheck_measure.js").read_text()
 
 
 REDIRECT = re.compile(r"<meta[^>]+http-equiv=[\"']?refresh", re.I)
@@ -344,7 +344,7 @@ def screenshot(path: str | Path, out: str | Path, viewport: tuple[int, int] = VI
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m capt.pagecheck", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.pagecheck", description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", help="built pages, or a built book's html folder (all its pages)")
     ap.add_argument("--screenshot", nargs=2, metavar=("PAGE", "OUT_PNG"), help="save the page's first screen")
     ap.add_argument("--size", default=f"{VIEWPORT[0]}x{VIEWPORT[1]}", help="viewport WIDTHxHEIGHT (default %(default)s)")

@@ -1,0 +1,1 @@
+"""What only the tests and the book build use: kept out of the capt package users install."""
