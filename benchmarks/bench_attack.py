@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 import capt
+from capt import plans
 from capt.attacks import AttackSpec, FixedTextClassifier, make_attack
 
 
@@ -132,7 +133,7 @@ def run_torchattacks(model, x, y, eps, steps, seed=0):
 
 def speed(args) -> list[dict]:
     S = settings(args.outputs, args.device)
-    spec = S.runs(methods=[args.method], seeds=[1])[0]
+    spec = plans.runs(S, methods=[args.method], seeds=[1])[0]
     model, x, y = trained_model(S, spec, args.n)
     eps = args.eps / 255
     fns = {"aa": lambda: run_aa(model, x, y, eps, args.steps),
@@ -175,7 +176,7 @@ def table(args) -> list[dict]:
     S = settings(args.outputs, args.device)
     eps = args.eps / 255
     rows = []
-    for spec in S.runs(methods=args.methods, seeds=args.seeds):
+    for spec in plans.runs(S, methods=args.methods, seeds=args.seeds):
         model, x, y = trained_model(S, spec, args.n)
         with torch.no_grad():
             clean = (FixedTextClassifier(model)(x).argmax(1) == y).cpu()

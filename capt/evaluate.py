@@ -193,14 +193,3 @@ def _evaluate_batch(model, specs, order, x, y, text_features, seed: int) -> dict
 def accuracy(model, dataset, batch_size: int = 256) -> float:
     """Clean accuracy (%) in one call."""
     return float(evaluate(model, dataset, ["clean"], batch_size=batch_size, progress=False)["accuracy"].iloc[0])
-
-
-def summarize(rows: pd.DataFrame, by: Sequence[str] = ("dataset", "method", "shots", "attack", "eps"),
-              value: str = "accuracy", decimals: int = 1) -> pd.DataFrame:
-    """Mean, std and count over seeds of ``value`` per group, plus a ``mean ± std`` text column."""
-    by = [b for b in by if b in rows.columns]
-    g = rows.groupby(by, dropna=False)[value]
-    out = g.agg(["mean", "std", "count"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    out["mean ± std"] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(out["mean"], out["std"])]
-    return out

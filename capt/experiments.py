@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .attacks import FAMILIES, AttackSpec
-from .data import LabeledImages, get_spec, load_dataset
+from .data import LabeledImages, fingerprint, get_spec, load_dataset
 from .data.fewshot import base_new_split, sample_few_shot, validate_shots
 from .evaluate import as_attack_spec, evaluate
 from .io import atomic_write_text
@@ -72,31 +72,33 @@ def as_ref(d) -> DataRef:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines one training run; ``key`` hashes it."""
+    """Everything that defines one training run; ``key`` hashes it. The model and the prompt's shape have
+    no defaults here: they come from :class:`capt.notebook.Settings` (the profile), their one home.
+    ``seed`` is the run's one seed: few-shot sample, prompt initialisation, data order, attack starts."""
 
     method: str
     source: DataRef
+    model: str  # "mini", or an open_clip name
+    pretrained: str | None
+    n_ctx: int
+    depth: int
+    ctx_init: str | None
     shots: int | str = 16
     seed: int = 1
-    model: str = "mini"
-    pretrained: str | None = None
-    n_ctx: int = 2
-    depth: int = 3
-    ctx_init: str | None = "a photo of a"
-    vision_placement: str = "before_ln_pre"  # capt.prompts.VISION_PLACEMENTS
-    objective: tuple = ()  # (("lam", 1.0), ...) overrides of the method's objective (ablations)
+    vision_placement: str = VISION_PLACEMENTS[0]  # PromptedCLIP's default
+    objective_changes: tuple = ()  # (("lam", 1.0), ...) changes to the method's objective (ablations)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "source", as_ref(self.source))
-        overrides = dict(self.objective)
+        changes = dict(self.objective_changes)
         method = get_method(self.method)
-        method.with_objective(**overrides)  # unknown or invalid settings fail here, named
-        # An override equal to the method's own setting changes nothing: drop it, so the same training
+        method.with_objective(**changes)  # unknown or invalid settings fail here, named
+        # A change equal to the method's own setting changes nothing: drop it, so the same training
         # has one key (an ablation's default variant reuses the main experiment's run).
         default = method.objective
-        object.__setattr__(self, "objective", tuple(sorted((k, v) for k, v in overrides.items()
-                                                           if getattr(default, k) != v)))
+        object.__setattr__(self, "objective_changes", tuple(sorted((k, v) for k, v in changes.items()
+                                                                   if getattr(default, k) != v)))
         object.__setattr__(self, "shots", validate_shots(self.shots))
         check_number("seed", self.seed, low=0, integer=True)
         check_number("n_ctx", self.n_ctx, low=1, integer=True)
@@ -123,7 +125,7 @@ class RunSpec:
     def describe(self) -> dict:
         return {"method": self.method, "shots": 0 if not self.trains else self.shots,
                 "seed": 0 if not self.trains else self.seed, "source": self.source.label,
-                **{k: v for k, v in self.objective}}
+                **{k: v for k, v in self.objective_changes}}
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,14 +135,9 @@ def _card_sha256(path: str) -> str:
 
 
 def data_fingerprint(ref, split: str) -> str | None:
-    """The content hash of a generated (mini world) split, for result keys; None for real datasets, whose
-    files are fixed by their download manifests."""
-    from .data.miniworld import TASKS, content_hash
-
-    ref = as_ref(ref)
-    if get_spec(ref.name).kind != "mini" or ref.name not in TASKS or split not in TASKS[ref.name].sizes:
-        return None
-    return content_hash(ref.name, split)
+    """The content hash the dataset registry gives a split (the mini world's generated splits), for
+    result keys; None for real datasets, whose files are fixed by their download manifests."""
+    return fingerprint(as_ref(ref).name, split)
 
 
 @functools.lru_cache(maxsize=4)
@@ -183,7 +180,7 @@ class Experiment:
 
     def trained(self, spec: RunSpec) -> PromptedCLIP:
         """The model of ``spec`` with its trained prompts (training it, or resuming it, if needed)."""
-        method = get_method(spec.method, **dict(spec.objective))
+        method = get_method(spec.method, **dict(spec.objective_changes))
         data = self.train_data(spec) if spec.trains else spec.source.load("test", self.data_root,
                                                                            self.clip(spec).preprocess)
         model = self.build(spec, data.classnames, data.templates)
@@ -192,7 +189,7 @@ class Experiment:
         run_dir = self.out_dir / "runs" / spec.key
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "spec.json", json.dumps({"key": spec.key, **asdict(spec)}, indent=1, default=str))
-        train(model, data, method, spec.train, out_dir=run_dir, resume=True, progress=self.progress)
+        train(model, data, method, spec.train, out_dir=run_dir, resume=True, progress=self.progress, seed=spec.seed)
         return model
 
     # -- the whole thing --------------------------------------------------------------------------
@@ -249,16 +246,6 @@ class Experiment:
         mask = [(k, e) in keys for k, e in zip(df["run_key"].astype(str), df["eval_key"].astype(str))]
         return df[mask].reset_index(drop=True)
 
-    def run(self, runs: Iterable[RunSpec], datasets: Iterable, attacks: Iterable, max_n: int | None = None,
-            eval_seed: int = 0) -> pd.DataFrame:
-        runs = list(runs)
-        from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
-
-        parts = [self.evaluate(r, datasets, attacks, max_n, eval_seed)
-                 for r in tqdm(runs, desc="runs", disable=not self.progress)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
     def run_jobs(self, jobs) -> pd.DataFrame:
         """Rows of every :class:`capt.plans.Job` (each run trained once), with the jobs' tags as columns."""
         jobs = list(jobs)
@@ -285,7 +272,3 @@ def grid(methods: Sequence[str], shots: Sequence, seeds: Sequence[int], source, 
                     seen.add(spec.key)
                     out.append(spec)
     return out
-
-
-def with_train(spec: RunSpec, **changes) -> RunSpec:
-    return replace(spec, train=replace(spec.train, **changes))

@@ -68,7 +68,7 @@ class Method:
         return self.objective.kind != "none"
 
     def with_objective(self, **changes) -> "Method":
-        """A copy with some objective fields changed (``lam``, ``alpha``, ``ce_on``, ...): ablations."""
+        """A copy with some objective fields changed (``lam``, ``alpha_strategy``, ``ce_on``, ...): ablations."""
         valid = [f.name for f in fields(Objective) if f.name != "extra"]
         unknown = sorted(set(changes) - set(valid))
         if unknown:
@@ -119,7 +119,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "FAP (Zhou et al., NeurIPS 2024): CE on clean + lambda * KL(clean || adv) * (1 + cos(clean, adv "
            "image features)), trained on PGD-KL images. Differs from FAP's code: MaPLe's text-to-vision "
            "coupling at every layer (FAP maps deeper layers' vision prompts to text)", "pgd_kl"),
-    Method("capt", "maple", Objective("capt", lam=1.5, alpha="frozen_confidence", ce_on="clean"), True,
+    Method("capt", "maple", Objective("capt", lam=1.5, alpha_strategy="frozen_confidence", ce_on="clean"), True,
            "CAPT: CE on clean + lambda * adaptive mix of self- and frozen-teacher consistency"),
 ]}
 

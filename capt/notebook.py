@@ -1,4 +1,5 @@
-"""A chapter's settings: the profile it names, plus the chapter's own knobs, checked at once.
+"""A chapter's settings: the profile it names, plus the chapter's own knobs, checked at once (values
+only: what a chapter computes from them is :mod:`capt.plans`).
 
 A notebook's ``parameters`` cell holds ``profile = "mini"`` and the chapter's own knobs (``None``: the
 profile's value); its setup cell is ``S = Settings.for_chapter("04_cross_dataset", globals())``.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import types
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,7 @@ import yaml
 from .attacks import ATTACKS, AttackSpec
 from .chapters import get_chapter
 from .data.fewshot import validate_shots
-from .experiments import Experiment, RunSpec, as_ref, grid
+from .experiments import Experiment, RunSpec, as_ref
 from .methods import METHODS, get_method
 from .paths import resolve
 from .profiles import chapter_values, load_profile
@@ -126,7 +127,7 @@ class Settings:
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), low=1, integer=True)
         self.train_config()  # epochs, lr, batch size, attack steps
-        RunSpec(method=self.methods[0], source=self.source, n_ctx=self.n_ctx, depth=self.depth)
+        RunSpec(method=self.methods[0], source=self.source, **self.run_values())
         self._check_depth()
 
     def _check_depth(self) -> None:
@@ -184,23 +185,19 @@ class Settings:
         """The results folder (absolute): ``out_dir``, or outputs/<profile>, in the workspace."""
         return resolve(self.out_dir if self.out_dir is not None else f"outputs/{self.profile or 'default'}")
 
-    def train_config(self, seed: int = 1) -> TrainConfig:
+    def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, eps=self.train_eps,
-                           alpha=self.train_alpha, steps=self.train_steps, seed=seed)
+                           alpha=self.train_alpha, steps=self.train_steps)
 
     def experiment(self) -> Experiment:
         root = resolve(self.data_root)
         return Experiment(self.output, data_root=None if root is None else str(root), device=self.device,
                           progress=self.progress)
 
-    def runs(self, methods=None, shots=None, seeds=None, source=None, **spec_changes) -> list[RunSpec]:
-        common = dict(model=self.model, pretrained=self.pretrained, n_ctx=self.n_ctx, depth=self.depth,
-                      ctx_init=self.ctx_init, train=self.train_config())
-        common.update(spec_changes)
-        runs = grid(list(methods or self.methods), list(shots or self.shots), list(seeds or self.seeds),
-                    source or self.source, **common)
-        # Each run's training seed is its own seed (data order, attack starts).
-        return [replace(r, train=replace(r.train, seed=r.seed)) for r in runs]
+    def run_values(self) -> dict:
+        """The model and prompt shape every run of these settings trains (RunSpec's fields)."""
+        return dict(model=self.model, pretrained=self.pretrained, n_ctx=self.n_ctx, depth=self.depth,
+                    ctx_init=self.ctx_init)
 
     def pgd(self, eps: float | None = None, steps: int | None = None) -> AttackSpec:
         return AttackSpec("pgd", eps=self.eval_eps if eps is None else eps, steps=steps or self.pgd_steps)
@@ -213,44 +210,6 @@ class Settings:
     def strong_n(self) -> int | None:
         """How many images per dataset the strong attack sees (never more than clean and PGD do)."""
         return self.aa_n if self.max_n is None else min(self.aa_n or self.max_n, self.max_n)
-
-    def evaluations(self) -> list[tuple[tuple, int | None]]:
-        """(attacks, subset size) pairs of a main table: clean and PGD on ``max_n`` images, the strong
-        attack (and clean, for a paired robust-vs-clean view) on ``strong_n`` of them. Clean accuracy
-        costs one forward pass, so it is also measured on the whole test set whenever ``max_n`` cuts it
-        (the tables show the clean row on the most images)."""
-        strong_n = self.strong_n
-        whole = [(("clean",), None)] if self.max_n is not None else []
-        if strong_n == self.max_n:
-            return whole + [(("clean", self.strong(), self.pgd()), self.max_n)]
-        return whole + [(("clean", self.pgd()), self.max_n), (("clean", self.strong()), strong_n)]
-
-    def ablation_runs(self, seeds=None) -> list[tuple[str, str, RunSpec]]:
-        """CAPT's ablations as (group, variant label, run): alpha strategy, lambda, CE input,
-        prompt depth and length, and the frozen-teacher term on or off."""
-        counted = [k for k in self.shots if k != "all"]
-        base = dict(methods=["capt"], shots=[max(counted)] if counted else ["all"], seeds=seeds)
-        out = []
-
-        def add(group, label, objective=(), **spec):
-            if group not in self.ablations:
-                return
-            for r in self.runs(**base, objective=tuple(sorted(dict(objective).items())), **spec):
-                out.append((group, label, r))
-
-        for a in ("frozen_confidence", "fixed", "agreement", "loss_ratio"):
-            add("alpha strategy", a, {"alpha": a})
-        for lam in (0.0, 0.5, 1.5, 3.0):
-            add("lambda", f"{lam:g}", {"lam": lam})
-        for ce in ("clean", "adv", "both"):
-            add("CE on", ce, {"ce_on": ce})
-        for d in sorted({1, max(1, self.depth - 1), self.depth}):
-            add("prompt depth", str(d), depth=d)
-        for n in sorted({1, self.n_ctx, 2 * self.n_ctx}):
-            add("context length", str(n), n_ctx=n)
-        add("frozen teacher", "with (adaptive alpha)", {})
-        add("frozen teacher", "without (alpha = 0)", {"alpha": "fixed", "alpha_value": 0.0})
-        return out
 
     def describe(self) -> str:
         """One line for the top of a chapter: what this run is."""

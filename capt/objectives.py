@@ -74,21 +74,21 @@ class Objective:
 
     ``kind``: ``none`` (no training), ``ce_adv`` (CE on adversarial images), ``trades``
     (``CE_ce_on + lam * KL(adv || clean)``), ``fap`` (``CE_ce_on + lam * mean(KL * (1 + cos))``, see the
-    module docstring; needs the image features) or ``capt``. ``alpha`` names the alpha strategy (CAPT),
+    module docstring; needs the image features) or ``capt``. ``alpha_strategy`` names how CAPT sets alpha,
     ``alpha_value`` is its constant for ``fixed``; ``ce_on`` picks the CE term's input (both = mean of
     clean and adversarial CE).
     """
 
     kind: str = "capt"
     lam: float = 1.5
-    alpha: str = "frozen_confidence"
+    alpha_strategy: str = "frozen_confidence"
     alpha_value: float = 0.5
     ce_on: str = "clean"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         check_choice("objective", self.kind, OBJECTIVES)
-        check_choice("alpha strategy", self.alpha, ALPHA_STRATEGIES)
+        check_choice("alpha strategy", self.alpha_strategy, ALPHA_STRATEGIES)
         check_choice("ce_on", self.ce_on, CE_ON)
         check_number("lambda (consistency weight)", self.lam, low=0)
         check_number("alpha_value", self.alpha_value, low=0, high=1)
@@ -144,7 +144,7 @@ class Objective:
                 raise ValueError("the CAPT objective needs the frozen CLIP's logits on the clean images")
             return ce, _floats(ce=ce, cons_train=kl_train.mean(), total=ce)  # lambda = 0: plain CE
         kl_frozen = kl_per_sample(adv_logits, frozen_logits)
-        alpha = adaptive_alpha(self.alpha, frozen_logits, labels, kl_train, kl_frozen, self.alpha_value)
+        alpha = adaptive_alpha(self.alpha_strategy, frozen_logits, labels, kl_train, kl_frozen, self.alpha_value)
         cons = ((1 - alpha) * kl_train + alpha * kl_frozen).mean()
         total = ce + self.lam * cons
         return total, _floats(ce=ce, cons_train=kl_train.mean(), cons_frozen=kl_frozen.mean(),

@@ -38,7 +38,6 @@ class TrainConfig:
     eps: float = 1 / 255
     alpha: float = 1 / 255
     steps: int = 2
-    seed: int = 1
     checkpoint_every: int = 50
     amp: bool = True  # bf16 autocast on CUDA only; CPU always runs float32
     num_workers: int = 0
@@ -53,7 +52,6 @@ class TrainConfig:
         check_eps(self.eps)
         check_number("alpha (attack step size)", self.alpha, low=0)
         check_number("steps", self.steps, low=1, integer=True)
-        check_number("seed", self.seed, low=0, integer=True)
         check_number("checkpoint_every", self.checkpoint_every, low=1, integer=True)
         check_number("num_workers", self.num_workers, low=0, integer=True)
 
@@ -150,8 +148,9 @@ def teacher_logits(model, dataset, batch_size: int = 256, device=None, amp: bool
 
 
 def train(model, dataset, method: Method | str, config: TrainConfig | None = None, out_dir: str | Path | None = None,
-          resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Train ``model``'s prompts on ``dataset`` with ``method``.
+          resume: bool = False, progress: bool = True, stop_after: int | None = None, seed: int = 1) -> TrainResult:
+    """Train ``model``'s prompts on ``dataset`` with ``method``; ``seed`` (the run's one seed,
+    :attr:`capt.experiments.RunSpec.seed`) fixes the data order and the attack's random starts.
 
     With ``out_dir``, a checkpoint (prompts, optimiser, scheduler, RNG state, history) is written
     atomically every ``config.checkpoint_every`` steps and at the end; ``resume=True`` continues from it
@@ -160,6 +159,7 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
     """
     method = get_method(method) if isinstance(method, str) else method
     config = config or TrainConfig()
+    check_number("seed", seed, low=0, integer=True)
     if model.prompt != method.prompt:
         raise ValueError(f"method {method.name!r} trains {method.prompt!r} prompts but the model has "
                          f"{model.prompt!r}; build PromptedCLIP(..., prompt={method.prompt!r})")
@@ -174,7 +174,7 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
     total = config.epochs * steps_per_epoch
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1) if config.warmup_epochs else 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
-    meta = _meta(model, method, config, dataset)
+    meta = {**_meta(model, method, config, dataset), "seed": seed}
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     step, history, elapsed = 0, [], 0.0
     if resume and ckpt is not None and ckpt.exists():
@@ -208,13 +208,13 @@ def train(model, dataset, method: Method | str, config: TrainConfig | None = Non
     start = time.perf_counter()
     while step < total and (stop_after is None or step < stop_after):
         epoch, within = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         batches = [b.tolist() for b in order.split(config.batch_size)][within:]
         loader = torch.utils.data.DataLoader(indexed, batch_sampler=batches, num_workers=config.num_workers)
         for x, y, idx in loader:
             t0 = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * step + 1)
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 1)
             with autocast_for(device, config.amp):
                 text_features = model.encode_text()
                 x_adv = method.attack(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps,

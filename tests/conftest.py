@@ -34,6 +34,10 @@ def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed
                       image_size=image_size)
 
 
+# A run on the mini CLIP (a RunSpec names its model and prompt shape: they have no library default).
+MINI_RUN = dict(model="mini", pretrained=None, n_ctx=2, depth=3, ctx_init="a photo of a")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module: on two busy cores, two threads per process slow small models

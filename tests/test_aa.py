@@ -34,7 +34,7 @@ def tuned():
     shots = sample_few_shot(load_dataset("mini_shape", "train"), 2, seed=1)
     seed_everything(1)
     model = capt.PromptedCLIP(mini, shots.classnames, prompt="maple", n_ctx=2, depth=3, template=shots.templates)
-    train(model, shots, "capt", TrainConfig(epochs=2, batch_size=10, lr=0.002, eps=EPS, alpha=EPS, steps=2, seed=1),
+    train(model, shots, "capt", TrainConfig(epochs=2, batch_size=10, lr=0.002, eps=EPS, alpha=EPS, steps=2),
           progress=False)
     return model.eval()
 

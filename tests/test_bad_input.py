@@ -28,6 +28,7 @@ from capt.mini_model import DEFAULT_REPORT
 from capt.data import load_dataset
 from capt.objectives import Objective
 from capt.train import TrainConfig
+from conftest import MINI_RUN
 
 from conftest import make_tiny_clip
 from generated_page import check_generated_region
@@ -356,12 +357,12 @@ CASES: dict[str, Case] = {
     # objectives, methods, training
     "objective-kind": Case(L, "`Objective('mse')`", lambda c: Objective("mse"), "ValueError",
                            r"unknown objective 'mse'; valid choices: none, ce_adv, trades, fap, capt"),
-    "objective-alpha": Case(L, "`Objective(alpha='magic')`", lambda c: Objective(alpha="magic"), "ValueError",
+    "objective-alpha": Case(L, "`Objective(alpha_strategy='magic')`", lambda c: Objective(alpha_strategy="magic"), "ValueError",
                             r"unknown alpha strategy 'magic'; valid choices: frozen_confidence, fixed"),
     "objective-lam": Case(L, "`Objective(lam=-1)`", lambda c: Objective(lam=-1), "ValueError",
                           r"lambda \(consistency weight\) must be >= 0, got -1"),
-    "objective-alpha-value": Case(L, "`Objective(alpha='fixed', alpha_value=2)`",
-                                  lambda c: Objective(alpha="fixed", alpha_value=2), "ValueError",
+    "objective-alpha-value": Case(L, "`Objective(alpha_strategy='fixed', alpha_value=2)`",
+                                  lambda c: Objective(alpha_strategy="fixed", alpha_value=2), "ValueError",
                                   r"alpha_value must be <= 1, got 2"),
     "objective-ce-on": Case(L, "`Objective(ce_on='adversarial')`", lambda c: Objective(ce_on="adversarial"),
                             "ValueError", r"unknown ce_on 'adversarial'; valid choices: clean, adv, both"),
@@ -403,8 +404,8 @@ CASES: dict[str, Case] = {
                                   lambda c: capt.load_clip("ViT-B-32", pretrained="/nope/weights.pt"),
                                   "FileNotFoundError", r"checkpoint file /nope/weights.pt does not exist"),
     # experiments and notebook settings
-    "shots": Case(L, "`RunSpec('capt', 'mini_shape', shots=0)`",
-                  lambda c: capt.experiments.RunSpec("capt", "mini_shape", shots=0), "ValueError",
+    "shots": Case(L, "`RunSpec('capt', 'mini_shape', shots=0, **MINI_RUN)`",
+                  lambda c: capt.experiments.RunSpec("capt", "mini_shape", shots=0, **MINI_RUN), "ValueError",
                   r"shots=0 must be positive; valid choices: 1, 2, 4, 8, 16"),
     "class-subset": Case(L, "dataset `'mini_shape[middle]'`", lambda c: capt.experiments.as_ref("mini_shape[middle]"),
                          "ValueError", r"unknown class subset 'middle'; valid choices: all, base, new"),

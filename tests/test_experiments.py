@@ -5,10 +5,12 @@ import pandas as pd
 import pytest
 
 import capt.experiments as E
-from capt import report
+from capt import plans, report
 from capt.notebook import Settings
+from capt.plans import Job
 from capt.results import ResultStore, stable_key
 from capt.train import TrainConfig
+from conftest import MINI_RUN
 
 
 @pytest.fixture()
@@ -18,8 +20,8 @@ def tiny_experiment(tmp_path, monkeypatch, tiny_clip):
 
 
 def runs(**kw):
-    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1)
-    return E.grid(["zeroshot", "capt"], [1], [1, 2], "mini_shape", depth=2, train=tc, **kw)
+    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1)
+    return E.grid(["zeroshot", "capt"], [1], [1, 2], "mini_shape", train=tc, **{**MINI_RUN, "depth": 2, **kw})
 
 
 def test_grid_keeps_one_zeroshot_run_and_distinct_keys():
@@ -30,21 +32,22 @@ def test_grid_keeps_one_zeroshot_run_and_distinct_keys():
 
 def test_experiment_trains_once_and_skips_what_is_done(tiny_experiment, monkeypatch):
     attacks = ["clean", {"name": "pgd", "eps": 4 / 255, "steps": 2}]
-    rows = tiny_experiment.run(runs(), ["mini_shape", "mini_colour"], attacks, max_n=20)
+    jobs = [Job(r, ("mini_shape", "mini_colour"), tuple(attacks), 20) for r in runs()]
+    rows = tiny_experiment.run_jobs(jobs)
     assert len(rows) == 3 * 2 * 2
     assert set(rows["method"]) == {"zeroshot", "capt"}
     assert (rows.groupby(["run_key", "dataset"])["accuracy"].apply(lambda a: a.iloc[1] <= a.iloc[0])).all()
     calls = []
     monkeypatch.setattr(E, "train", lambda *a, **k: calls.append(1))
-    again = tiny_experiment.run(runs(), ["mini_shape", "mini_colour"], attacks, max_n=20)
+    again = tiny_experiment.run_jobs(jobs)
     assert calls == []  # nothing retrained, nothing re-evaluated
     pd.testing.assert_frame_equal(again, rows)
     assert len(ResultStore(tiny_experiment.out_dir).read()) == 12
 
 
 def test_base_to_new_runs_train_on_base_and_test_on_new(tiny_experiment):
-    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1)
-    spec = E.RunSpec("capt", "mini_size_shape[base]", shots=1, seed=1, depth=2, train=tc)
+    tc = TrainConfig(epochs=1, batch_size=16, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1)
+    spec = E.RunSpec("capt", "mini_size_shape[base]", shots=1, seed=1, train=tc, **{**MINI_RUN, "depth": 2})
     rows = tiny_experiment.evaluate(spec, ["mini_size_shape[base]", "mini_size_shape[new]"], ["clean"], max_n=20)
     assert rows["dataset"].tolist() == ["mini_size_shape[base]", "mini_size_shape[new]"]
     whole = E.load_dataset("mini_size_shape", "train").num_classes
@@ -63,15 +66,15 @@ def test_store_drops_duplicates_and_never_half_writes(tmp_path):
 
 
 def test_objective_overrides_equal_to_the_method_default_share_its_key():
-    base = E.RunSpec("capt", "mini_source")
-    assert E.RunSpec("capt", "mini_source", objective={"alpha": "frozen_confidence", "lam": 1.5}).key == base.key
-    changed = E.RunSpec("capt", "mini_source", objective={"lam": 1.5, "ce_on": "adv"})
-    assert changed.objective == (("ce_on", "adv"),) and changed.key != base.key
+    base = E.RunSpec("capt", "mini_source", **MINI_RUN)
+    assert E.RunSpec("capt", "mini_source", **MINI_RUN, objective_changes={"alpha_strategy": "frozen_confidence", "lam": 1.5}).key == base.key
+    changed = E.RunSpec("capt", "mini_source", **MINI_RUN, objective_changes={"lam": 1.5, "ce_on": "adv"})
+    assert changed.objective_changes == (("ce_on", "adv"),) and changed.key != base.key
     # the main experiment's CAPT run is an ablation's default variant: one training, not several
     S = Settings.from_profile("mini", "06_ablations", seeds=[1], shots=[16],
                               ablations=["alpha strategy", "lambda", "frozen teacher"])
-    main = {r.key for r in S.runs(methods=["capt"])}
-    defaults = {r.key for g, label, r in S.ablation_runs()
+    main = {r.key for r in plans.runs(S, methods=["capt"])}
+    defaults = {r.key for g, label, r in plans.ablation_runs(S)
                 if (g, label) in {("alpha strategy", "frozen_confidence"), ("lambda", "1.5"),
                                   ("frozen teacher", "with (adaptive alpha)")}}
     assert defaults == main
@@ -158,7 +161,7 @@ def test_result_keys_follow_the_mini_worlds_content(monkeypatch):
 
     from capt.data import miniworld as mw
 
-    spec = E.RunSpec("capt", "mini_fill", shots=1)
+    spec = E.RunSpec("capt", "mini_fill", shots=1, **MINI_RUN)
     before_run, before_test = spec.key, E.data_fingerprint("mini_fill", "test")
     assert before_test == mw.content_hash("mini_fill", "test") and E.data_fingerprint("imagenet", "test") is None
     changed = dataclasses.replace(mw.TASKS["mini_fill"], look=mw.Look(noise=20.0))
@@ -167,9 +170,9 @@ def test_result_keys_follow_the_mini_worlds_content(monkeypatch):
         cache.cache_clear()
     try:
         assert E.data_fingerprint("mini_fill", "test") != before_test
-        assert E.RunSpec("capt", "mini_fill", shots=1).key != before_run
+        assert E.RunSpec("capt", "mini_fill", shots=1, **MINI_RUN).key != before_run
         # zero-shot runs do not train: their key names the model only, the rows' eval keys carry the data
-        assert E.RunSpec("zeroshot", "mini_fill").key == E.RunSpec("zeroshot", "mini_shape").key
+        assert E.RunSpec("zeroshot", "mini_fill", **MINI_RUN).key == E.RunSpec("zeroshot", "mini_shape", **MINI_RUN).key
     finally:
         monkeypatch.undo()
         for cache in (mw._cached, mw.content_hash):

@@ -28,11 +28,11 @@ import capt.experiments as E
 from capt.data import load_dataset
 from capt.data.fewshot import sample_few_shot
 from capt.data.miniworld import TASKS
-from capt.data.splits import atomic_write_json
-from capt.io import atomic_torch_save, atomic_write_text, safe_torch_load
+from capt.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
 from capt.plans import Job
 from capt.results import ResultStore
 from capt.train import TrainConfig, load_prompts, seed_everything, train
+from conftest import MINI_RUN
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -106,8 +106,8 @@ def train_run(out, resume: bool, clip) -> int:
     data = sample_few_shot(load_dataset("mini_shape", "train"), 2, seed=1)
     seed_everything(0)
     model = capt.PromptedCLIP(clip, data.classnames, prompt="maple", n_ctx=2, depth=2)
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, seed=3, checkpoint_every=1)
-    r = train(model, data, "capt", cfg, out_dir=out, resume=resume, progress=False)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, checkpoint_every=1)
+    r = train(model, data, "capt", cfg, out_dir=out, resume=resume, progress=False, seed=3)
     torch.save(model.prompt_state_dict(), os.path.join(out, "final_prompts.pt"))
     return r.steps
 
@@ -203,10 +203,9 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_pat
 # -- 2. a sweep killed half-way ------------------------------------------------------------------------------
 def sweep_jobs() -> list[Job]:
     """Three training runs (seeds 1-3), each evaluated clean and under PGD on mini_shape."""
-    tc = TrainConfig(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1,
+    tc = TrainConfig(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1,
                      checkpoint_every=1)
-    runs = E.grid(["capt"], [1], [1, 2, 3], "mini_shape", depth=2, train=tc)  # 1 shot per class, batch 4
-    runs = [E.with_train(r, seed=r.seed) for r in runs]
+    runs = E.grid(["capt"], [1], [1, 2, 3], "mini_shape", train=tc, **{**MINI_RUN, "depth": 2})  # 1 shot per class, batch 4
     attacks = ("clean", {"name": "pgd", "eps": 4 / 255, "steps": 2})
     return [Job(r, ("mini_shape",), attacks, 40) for r in runs]
 

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 import yaml
 
+from capt import plans
 from capt.chapters import CHAPTERS
 from capt.notebook import Settings
 from capt.paths import resolve, workspace
@@ -126,7 +127,7 @@ def test_validation_loads_nothing(monkeypatch):
     monkeypatch.setattr(M, "load_clip", boom)
     monkeypatch.setattr(E, "load_clip", boom)
     S = Settings.from_profile("mini", "06_ablations")
-    assert S.ablation_runs()
+    assert plans.ablation_runs(S)
     with pytest.raises(ValueError, match="depth=12 is larger than the encoder"):
         Settings.from_profile("mini", "04_cross_dataset", depth=12)
 
@@ -191,9 +192,9 @@ def test_clean_accuracy_is_measured_on_the_whole_test_set_when_the_attacks_take_
     """The mini profile attacks a fixed subset (max_n, aa_n) but reads clean accuracy on every image; the
     paper profile runs PGD on everything and needs no extra clean pass."""
     mini = Settings.from_profile("mini", "04_cross_dataset")
-    evals = [(tuple(map(str, attacks)), n) for attacks, n in mini.evaluations()]
+    evals = [(tuple(map(str, attacks)), n) for attacks, n in plans.evaluations(mini)]
     assert evals[0] == (("clean",), None) and mini.aa_n is not None and mini.max_n == mini.aa_n
     assert {a for attacks, n in evals if n == mini.aa_n for a in attacks} == {"clean", str(mini.strong()), str(mini.pgd())}
     paper = Settings.from_profile("paper", "04_cross_dataset")
-    assert all(attacks != ("clean",) for attacks, _ in paper.evaluations())
+    assert all(attacks != ("clean",) for attacks, _ in plans.evaluations(paper))
     assert "clean on all" in mini.describe()

@@ -54,7 +54,7 @@ def test_alpha_fixed_and_loss_ratio():
 
 @pytest.mark.parametrize("strategy", ["frozen_confidence", "fixed", "agreement", "loss_ratio"])
 def test_capt_total_matches_hand_computation(strategy):
-    obj = Objective("capt", lam=1.5, alpha=strategy, alpha_value=0.25)
+    obj = Objective("capt", lam=1.5, alpha_strategy=strategy, alpha_value=0.25)
     total, terms = obj(LABELS, CLEAN, ADV, FROZEN)
     ce = sum(-math.log(softmax(CLEAN[i].tolist())[LABELS[i]]) for i in range(2)) / 2
     kt = [kl(CLEAN[i].tolist(), ADV[i].tolist()) for i in range(2)]
@@ -70,7 +70,7 @@ def test_capt_total_matches_hand_computation(strategy):
 def test_alpha_is_not_backpropagated():
     # Gradient w.r.t. the frozen logits flows through KL(adv || frozen) only, never through alpha.
     frozen = FROZEN.clone().requires_grad_(True)
-    total, _ = Objective("capt", lam=1.5, alpha="frozen_confidence")(LABELS, CLEAN, ADV, frozen)
+    total, _ = Objective("capt", lam=1.5, alpha_strategy="frozen_confidence")(LABELS, CLEAN, ADV, frozen)
     (got,) = torch.autograd.grad(total, frozen)
     frozen2 = FROZEN.clone().requires_grad_(True)
     alpha = F.softmax(FROZEN, 1).gather(1, LABELS[:, None]).squeeze(1)  # a constant
@@ -83,7 +83,7 @@ def test_alpha_is_not_backpropagated():
 def test_lambda_zero_reduces_to_ce_and_fixed_zero_alpha_to_trades():
     total, _ = Objective("capt", lam=0.0)(LABELS, CLEAN, ADV, None)
     assert torch.allclose(total, F.cross_entropy(CLEAN, LABELS))
-    capt0, _ = Objective("capt", lam=2.0, alpha="fixed", alpha_value=0.0)(LABELS, CLEAN, ADV, FROZEN)
+    capt0, _ = Objective("capt", lam=2.0, alpha_strategy="fixed", alpha_value=0.0)(LABELS, CLEAN, ADV, FROZEN)
     trades, _ = Objective("trades", lam=2.0)(LABELS, CLEAN, ADV)
     assert torch.allclose(capt0, trades)
 
@@ -104,7 +104,7 @@ def test_ce_adv_objective():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(kind="magic"), "unknown objective 'magic'; valid choices: none, ce_adv, trades, fap, capt"),
-    (dict(alpha="random"), "unknown alpha strategy 'random'; valid choices: frozen_confidence, fixed"),
+    (dict(alpha_strategy="random"), "unknown alpha strategy 'random'; valid choices: frozen_confidence, fixed"),
     (dict(ce_on="neither"), "unknown ce_on 'neither'; valid choices: clean, adv, both"),
     (dict(lam=-1.0), "lambda"),
     (dict(alpha_value=1.5), "alpha_value must be <= 1"),

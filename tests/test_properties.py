@@ -175,7 +175,7 @@ def test_alpha_lies_in_the_unit_interval_and_carries_no_gradient(spec, strategy,
 @given(logits, st.sampled_from(ALPHA_STRATEGIES), st.floats(0, 5), st.sampled_from(["clean", "adv", "both"]))
 def test_capt_total_is_at_least_its_ce_term(spec, strategy, lam, ce_on):
     (clean, adv, frozen), y = _draw_logits(spec)
-    total, terms = Objective("capt", lam=lam, alpha=strategy, ce_on=ce_on)(y, clean, adv, frozen)
+    total, terms = Objective("capt", lam=lam, alpha_strategy=strategy, ce_on=ce_on)(y, clean, adv, frozen)
     assert torch.isfinite(total)
     assert terms["total"] >= terms["ce"] - 1e-5
     assert terms["cons_train"] >= -1e-5 and terms["cons_frozen"] >= -1e-5

@@ -33,7 +33,7 @@ import capt
 from capt.data.transfer import ChecksumError, Manifest, UnsafeArchiveError, download, safe_extract
 from capt.train import TrainConfig, load_prompts, train
 
-from conftest import make_tiny_clip
+from conftest import MINI_RUN, make_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "capt"
@@ -325,16 +325,17 @@ def hook(event, args):
 sys.path.insert(0, tests)
 import torch
 torch.set_num_threads(1)
-from conftest import make_tiny_clip
+from conftest import MINI_RUN, make_tiny_clip
 import capt.experiments as E
+from capt.plans import Job
 from capt.train import TrainConfig
 tiny = make_tiny_clip()
 E._clip = lambda model, pretrained, device: tiny
-tc = TrainConfig(epochs=1, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=1, checkpoint_every=1)
-runs = E.grid(["zeroshot", "capt"], [1], [1], "mini_shape", depth=2, train=tc)
+tc = TrainConfig(epochs=1, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, checkpoint_every=1)
+runs = E.grid(["zeroshot", "capt"], [1], [1], "mini_shape", train=tc, **{**MINI_RUN, "depth": 2})
 sys.addaudithook(hook)
 exp = E.Experiment(out, progress=True, batch_size=64, device="cpu")
-rows = exp.run(runs, ["mini_shape"], ["clean", {"name": "pgd", "eps": 4 / 255, "steps": 1}], max_n=16)
+rows = exp.run_jobs([Job(r, ("mini_shape",), ("clean", {"name": "pgd", "eps": 4 / 255, "steps": 1}), 16) for r in runs])
 from capt.report import save_rows
 save_rows(rows, os.path.join(out, "tables", "rows.csv"))
 on[0] = False  # the log itself is not part of what is checked

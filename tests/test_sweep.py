@@ -36,7 +36,7 @@ def test_paper_profile_expands_without_weights_or_data():
     # 02 asks 7 methods x 11 datasets x 4 shot levels x 3 seeds; 03/04/07 reuse its ImageNet 16-shot runs
     assert sum("02_in_distribution" in t.notebooks for t in tasks) == 7 * 11 * 4 * 3 + 1
     shared = next(t for t in tasks if t.run.method == "capt" and t.run.source.name == "imagenet"
-                  and t.run.shots == 16 and t.run.seed == 1 and not t.run.objective and t.run.depth == 9)
+                  and t.run.shots == 16 and t.run.seed == 1 and not t.run.objective_changes and t.run.depth == 9)
     assert {"02_in_distribution", "03_distribution_shift", "04_cross_dataset", "06_ablations",
             "07_attack_strength"} <= set(shared.notebooks)
     assert all(t.out_dir == str(workspace() / "outputs" / "paper") for t in tasks)

@@ -5,8 +5,9 @@ import torch
 
 import capt
 from capt.data import TensorImages
-from capt.evaluate import ROW_COLUMNS, evaluate, summarize
+from capt.evaluate import ROW_COLUMNS, evaluate
 from capt.train import TrainConfig, load_prompts, seed_everything, train
+from conftest import MINI_RUN
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +23,22 @@ def build(tiny_clip, classnames, method="capt", seed=0):
     return capt.get_method(method).build(tiny_clip, classnames, n_ctx=2, depth=2)
 
 
-CFG = dict(epochs=3, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, seed=3, checkpoint_every=2)
+CFG = dict(epochs=3, batch_size=8, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=2, checkpoint_every=2)
 
 
 @pytest.mark.parametrize("method", ["capt", "apt", "fap"])
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_clip, classnames, dataset, tmp_path, method):
     cfg = TrainConfig(**CFG)
     full = build(tiny_clip, classnames, method)
-    r_full = train(full, dataset, method, cfg, out_dir=tmp_path / "full", progress=False)
+    r_full = train(full, dataset, method, cfg, out_dir=tmp_path / "full", progress=False, seed=3)
     assert r_full.finished and r_full.steps == 9
 
     part = build(tiny_clip, classnames, method)
-    r1 = train(part, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, stop_after=5)
+    r1 = train(part, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, seed=3, stop_after=5)
     assert not r1.finished and r1.steps == 5
     # A fresh process would rebuild the model from scratch: do the same, with another init even.
     again = build(tiny_clip, classnames, method, seed=99)
-    r2 = train(again, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, resume=True)
+    r2 = train(again, dataset, method, cfg, out_dir=tmp_path / "part", progress=False, seed=3, resume=True)
     assert r2.finished and r2.steps == 9
     for a, b in zip(full.prompt_parameters(), again.prompt_parameters()):
         assert torch.equal(a, b)
@@ -49,7 +50,7 @@ def test_training_moves_prompts_not_clip_and_logs_terms(tiny_clip, classnames, d
     model = build(tiny_clip, classnames, "capt")
     frozen = {n: p.clone() for n, p in tiny_clip.model.named_parameters()}
     before = [p.detach().clone() for p in model.prompt_parameters()]
-    r = train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), progress=False)
+    r = train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), progress=False, seed=3)
     assert set(r.history.columns) >= {"ce", "cons_train", "cons_frozen", "alpha", "total", "lr"}
     assert all(not torch.equal(a, b) for a, b in zip(before, model.prompt_parameters()))
     assert all(torch.equal(p, frozen[n]) for n, p in tiny_clip.model.named_parameters())
@@ -58,7 +59,7 @@ def test_training_moves_prompts_not_clip_and_logs_terms(tiny_clip, classnames, d
 
 def test_lr_schedule_warms_up_then_decays(tiny_clip, classnames, dataset):
     model = build(tiny_clip, classnames, "apt")
-    r = train(model, dataset, "apt", TrainConfig(**{**CFG, "epochs": 4, "warmup_epochs": 1}), progress=False)
+    r = train(model, dataset, "apt", TrainConfig(**{**CFG, "epochs": 4, "warmup_epochs": 1}), progress=False, seed=3)
     lr = r.history["lr"].tolist()
     assert lr[0] < lr[2]  # rising during the warm-up epoch (3 steps)
     assert all(a >= b for a, b in zip(lr[3:], lr[4:]))  # cosine after it
@@ -67,23 +68,23 @@ def test_lr_schedule_warms_up_then_decays(tiny_clip, classnames, dataset):
 
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_clip, classnames, dataset, tmp_path):
     model = build(tiny_clip, classnames, "capt")
-    train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, progress=False, stop_after=2)
+    train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, progress=False, seed=3, stop_after=2)
     other = TensorImages("toy", dataset.images, dataset.labels, ["a", "b", "c", "d", "e"])
     model2 = capt.PromptedCLIP(tiny_clip, other.classnames, prompt="maple", n_ctx=2, depth=2)
     with pytest.raises(ValueError, match="belongs to another run .*classnames"):
-        train(model2, other, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False)
+        train(model2, other, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False, seed=3)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tiny_clip, classnames, dataset, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     model = build(tiny_clip, classnames, "capt")
     with pytest.raises(ValueError, match="corrupt"):
-        train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False)
+        train(model, dataset, "capt", TrainConfig(**CFG), out_dir=tmp_path, resume=True, progress=False, seed=3)
 
 
 def test_load_prompts_checks_architecture(tiny_clip, classnames, dataset, tmp_path):
     model = build(tiny_clip, classnames, "capt")
-    train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), out_dir=tmp_path, progress=False)
+    train(model, dataset, "capt", TrainConfig(**{**CFG, "epochs": 1}), out_dir=tmp_path, progress=False, seed=3)
     fresh = build(tiny_clip, classnames, "capt", seed=5)
     load_prompts(fresh, tmp_path / "checkpoint.pt", same_classes=True)
     assert all(torch.equal(a, b) for a, b in zip(model.prompt_parameters(), fresh.prompt_parameters()))
@@ -99,7 +100,7 @@ def test_load_prompts_checks_architecture(tiny_clip, classnames, dataset, tmp_pa
 def test_method_prompt_mismatch_and_unknown_method(tiny_clip, classnames, dataset):
     model = build(tiny_clip, classnames, "apt")
     with pytest.raises(ValueError, match="build PromptedCLIP"):
-        train(model, dataset, "capt", TrainConfig(**CFG), progress=False)
+        train(model, dataset, "capt", TrainConfig(**CFG), progress=False, seed=3)
     with pytest.raises(ValueError, match="unknown method 'cat'; valid choices: zeroshot, apt, advvpt"):
         capt.get_method("cat")
 
@@ -116,7 +117,7 @@ def test_bad_train_config(kwargs, match):
 def test_empty_dataset_is_refused(tiny_clip, classnames, dataset):
     model = build(tiny_clip, classnames, "apt")
     with pytest.raises(ValueError, match="empty"):
-        train(model, dataset.subset([]), "apt", TrainConfig(**CFG), progress=False)
+        train(model, dataset.subset([]), "apt", TrainConfig(**CFG), progress=False, seed=3)
 
 
 def test_evaluate_rows_and_invariants(tiny_clip, classnames, dataset):
@@ -137,16 +138,6 @@ def test_evaluate_refuses_mismatched_classes(tiny_clip, dataset):
     model = capt.PromptedCLIP(tiny_clip, ["a", "b"], prompt="none")
     with pytest.raises(ValueError, match="classes"):
         evaluate(model, dataset, ["clean"], progress=False)
-
-
-def test_summarize_mean_std_over_seeds():
-    import pandas as pd
-
-    rows = pd.DataFrame({"dataset": ["d"] * 3, "method": ["capt"] * 3, "attack": ["clean"] * 3,
-                         "seed": [1, 2, 3], "accuracy": [50.0, 60.0, 70.0]})
-    s = summarize(rows)
-    assert s.loc[0, "mean"] == 60.0 and s.loc[0, "std"] == pytest.approx(10.0)
-    assert s.loc[0, "mean ± std"] == "60.0 ± 10.0"
 
 
 def test_rows_keep_per_image_outcomes_and_prompt_shape(tiny_clip, classnames, dataset):
@@ -188,7 +179,7 @@ def test_experiment_resumes_an_interrupted_evaluation_and_keeps_masks(tiny_clip,
     from capt.results import MASK_COLUMN
 
     monkeypatch.setattr(E, "_clip", lambda model, pretrained, device: tiny_clip)
-    run = E.RunSpec("zeroshot", "mini_shape")
+    run = E.RunSpec("zeroshot", "mini_shape", **MINI_RUN)
     attacks = ["clean", AttackSpec("pgd", eps=4 / 255, steps=2), AttackSpec("aa", eps=4 / 255, steps=2)]
     cut = E.Experiment(tmp_path / "cut", progress=False, batch_size=8, stop_after=1)
     with pytest.raises(EvaluationInterrupted):

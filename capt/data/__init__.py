@@ -1,7 +1,7 @@
 """Datasets: the registry, the real datasets of the protocol, the embedded mini world, few-shot splits."""
 
 from .base import DEFAULT_TEMPLATES, ImageFiles, LabeledImages, TensorImages, UnreadableImageError
-from .registry import DatasetSpec, dataset_names, get_spec, load_dataset, register
+from .registry import DatasetSpec, dataset_names, fingerprint, get_spec, load_dataset, register
 
 # Importing these modules registers their datasets (when they exist yet).
 from importlib import import_module as _import_module
@@ -15,5 +15,5 @@ for _mod in ("real", "miniworld"):
 
 __all__ = [
     "DEFAULT_TEMPLATES", "DatasetSpec", "ImageFiles", "LabeledImages", "TensorImages",
-    "UnreadableImageError", "dataset_names", "get_spec", "load_dataset", "register",
+    "UnreadableImageError", "dataset_names", "fingerprint", "get_spec", "load_dataset", "register",
 ]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Union
 
 from .base import LabeledImages
-from .splits import atomic_write_json
+from ..io import atomic_write_json
 
 __all__ = ["PROTOCOL_SHOTS", "ALGORITHM", "sample_few_shot", "few_shot_keys", "base_new_split",
            "validate_shots", "cache_path", "dataset_fingerprint"]

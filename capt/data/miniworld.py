@@ -706,6 +706,7 @@ def _register_all() -> None:
             build=(lambda split, root, transform, _n=t.name: build(_n, split)),
             description=t.description, shift_of=t.shift_of, templates=tuple(t.templates),
             splits=tuple(t.sizes),
+            fingerprint=(lambda split, _n=t.name: content_hash(_n, split) if split in TASKS[_n].sizes else None),
         ))
 
 

@@ -22,7 +22,9 @@ class DatasetSpec:
 
     ``build(split, root, transform) -> LabeledImages``; ``root`` is the data root (``$DATA`` in
     CoOp's DATASETS.md), ignored by the mini world. ``shift_of`` names the dataset whose classes and
-    trained prompts a distribution-shift set is evaluated with.
+    trained prompts a distribution-shift set is evaluated with. ``fingerprint(split)``: a hash of the
+    split's content that result keys carry (None, or no function: the files are fixed otherwise, e.g.
+    by a download manifest).
     """
 
     name: str
@@ -33,6 +35,7 @@ class DatasetSpec:
     shift_of: Optional[str] = None
     templates: tuple[str, ...] = field(default=("a photo of a {}.",))
     splits: tuple[str, ...] = SPLITS
+    fingerprint: Optional[Callable[[str], Optional[str]]] = None
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -67,3 +70,12 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; valid choices: {', '.join(spec.splits)}")
     return spec.build(split, None if root is None else Path(root), transform)
+
+
+def fingerprint(name: str, split: str) -> str | None:
+    """The content hash of split ``split`` of dataset ``name`` for result keys, or None where the
+    dataset's files are fixed without one (real datasets: their download manifests)."""
+    spec = get_spec(name)
+    if spec.fingerprint is None or split not in spec.splits:
+        return None
+    return spec.fingerprint(split)

@@ -19,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from ..io import atomic_write_json
+
 SPLIT_NAMES = ("train", "val", "test")
 
 Entry = tuple[str, int, str]
@@ -74,10 +76,6 @@ class MissingImagesError(DatasetNotReady):
 
 class SplitFileError(ValueError):
     """A split file that is not valid JSON in CoOp's format; the message names the file and the fault."""
-
-
-# -- atomic writing: the package's one writer (capt.io), named here for this module's callers ----------
-from ..io import atomic_write_json, atomic_write_text  # noqa: E402,F401
 
 
 # -- split files ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .splits import atomic_write_json
+from ..io import atomic_write_json
 
 __all__ = [
     "ChecksumError", "DownloadError", "UnsafeArchiveError", "Manifest",

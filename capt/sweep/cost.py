@@ -61,7 +61,7 @@ def workload(task: Task, sizes: Callable = dataset_size) -> dict:
     run = task.run
     out = {"train_image": 0.0, "train_text": 0.0, "eval_image": 0.0, "eval_text": 0.0}
     if run.trains:
-        m = get_method(run.method, **dict(run.objective))
+        m = get_method(run.method, **dict(run.objective_changes))
         src = sizes(run.source)
         n = src["train"] if run.shots == "all" else min(src["train"], run.shots * src["classes"])
         cfg = run.train
