@@ -102,6 +102,13 @@ def train_step(bundle, plan: Plan, method: str, classnames) -> dict:
             else "fp32 (CPU)", "seconds": statistics.median(seconds), "peak_gib": peak}
 
 
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The share (%) of images whose outcome (correct or not) is the same in both precisions."""
+    if a.shape != b.shape:
+        raise ValueError(f"outcomes of different images: shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    return 100.0 * float((a == b).float().mean())
+
+
 def attack_pair(bundle, plan: Plan, spec: AttackSpec, label: str, classnames) -> list[dict]:
     """``spec`` on the same ``eval_batch`` images in float32 and in bf16: time, accuracy, agreement."""
     model = capt.get_method("advmaple").build(bundle, classnames, n_ctx=2, depth=plan.depth).eval()
@@ -129,7 +136,7 @@ def attack_pair(bundle, plan: Plan, spec: AttackSpec, label: str, classnames) ->
                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if plan.device == "cuda" else math.nan,
                      "accuracy": 100.0 * float(outcomes[precision].float().mean())})
     if len(outcomes) == 2:
-        agree = 100.0 * float((outcomes["fp32"] == outcomes["bf16"]).float().mean())
+        agree = agreement(outcomes["fp32"], outcomes["bf16"])
         for r in rows:
             r["agreement"] = agree
     return rows

@@ -125,7 +125,8 @@ class AttackKind:
     ``clean`` / ``noise`` / ``weak`` (fixed-step gradient attacks) / ``strong`` (AutoAttack-grade);
     ``ensemble``: its per-image outcome is the worst case over itself and every weaker attack of the same
     evaluation call at no larger eps; ``cost``: image-tower forward+backward passes per image, given the
-    robust fraction (the sweep's cost model reads it).
+    robust fraction (the sweep's cost model reads it); ``build(spec, target) -> attack(images, labels)``:
+    the attack itself, on a :class:`_Target` (what :func:`make_attack` is asked to attack).
     """
 
     name: str
@@ -134,6 +135,7 @@ class AttackKind:
     impl: str
     family: str
     cost: Callable[["AttackSpec", float], float]
+    build: Callable[["AttackSpec", "_Target"], Callable]
     options: tuple = ()
     ensemble: bool = False
     doc: str = ""
@@ -154,28 +156,124 @@ def _targets(spec) -> int:
     return int(spec.options.get("targets", TARGETS))
 
 
+@dataclass
+class _Target:
+    """What an attack is built against: the model, its cached text features (None: not cached), the PGD
+    step size, the number of classes, the seed and the device random numbers live on."""
+
+    model: nn.Module
+    text_features: torch.Tensor | None
+    cache_text: bool
+    alpha: float
+    num_classes: int
+    seed: int
+    device: torch.device
+
+    @property
+    def classifier(self) -> nn.Module:
+        """What torchattacks drives: the image tower with fixed text features, or the whole model."""
+        return FixedTextClassifier(self.model, self.text_features) if self.cache_text else self.model
+
+    def seeded(self, atk) -> Callable:
+        """torchattacks draws its random starts from the global generator: seed it without leaking."""
+        devices = [x for x in [self.device] if torch.device(x).type == "cuda"]
+
+        def run(x, y):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
+                return atk(x, y).detach()
+
+        return run
+
+
+def _build_noise(spec, t: _Target):
+    gen = torch.Generator(device="cpu").manual_seed(t.seed)
+    return lambda x, y: uniform_noise(x, spec.eps, generator=gen)
+
+
+def _build_pgd(loss: str):
+    def build(spec, t: _Target):
+        gen = torch.Generator(device="cpu").manual_seed(t.seed)
+        return lambda x, y: pgd(t.model, x, y, eps=spec.eps, alpha=t.alpha, steps=spec.steps, loss=loss,
+                                text_features=t.text_features, generator=gen)
+    return build
+
+
+def _build_aa(spec, t: _Target):
+    text_features = t.text_features
+    if text_features is None:
+        with torch.no_grad():
+            text_features = t.model.encode_text()
+    return CaptAutoAttack(spec, t.model, text_features.detach(), seed=t.seed)
+
+
+def _build_ta_pgd(spec, t: _Target):
+    import torchattacks
+
+    return t.seeded(torchattacks.PGD(t.classifier, eps=spec.eps, alpha=t.alpha, steps=spec.steps, random_start=True))
+
+
+def _build_apgd(spec, t: _Target):
+    import torchattacks
+
+    return t.seeded(torchattacks.APGD(t.classifier, norm="Linf", eps=spec.eps, steps=spec.steps, loss="ce",
+                                      n_restarts=1, seed=t.seed))
+
+
+def _build_apgdt(spec, t: _Target):
+    import torchattacks
+
+    return t.seeded(torchattacks.APGDT(t.classifier, norm="Linf", eps=spec.eps, steps=spec.steps, n_restarts=1,
+                                       n_classes=t.num_classes, seed=t.seed))
+
+
+def _build_cw(spec, t: _Target):
+    import torchattacks
+
+    # torchattacks' CW is the L2 Carlini-Wagner attack (no eps); "cw_pgd" is the L-inf CW-margin PGD.
+    return t.seeded(torchattacks.CW(t.classifier, c=spec.options.get("c", 1.0), kappa=0, steps=spec.steps,
+                                    lr=spec.options.get("lr", 0.01)))
+
+
+def _build_autoattack(spec, t: _Target):
+    import torchattacks
+
+    # Assembled from torchattacks' parts with the reference "standard" settings: torchattacks' own
+    # AutoAttack class runs 10 steps and all n-1 target classes, the reference 100 steps and 9 targets.
+    classifier, n_classes = t.classifier, t.num_classes
+    common = dict(norm="Linf", eps=spec.eps, n_restarts=1, seed=t.seed)
+    apgdt = torchattacks.APGDT(classifier, steps=spec.steps, n_classes=n_classes, **common)
+    fabt = torchattacks.FAB(classifier, steps=spec.steps, multi_targeted=True, n_classes=n_classes, **common)
+    apgdt.n_target_classes = fabt.n_target_classes = min(TARGETS, n_classes - 1)
+    return t.seeded(torchattacks.MultiAttack([
+        torchattacks.APGD(classifier, steps=spec.steps, loss="ce", **common), apgdt, fabt,
+        torchattacks.Square(classifier, n_queries=spec.options.get("n_queries", 5000), **common)]))
+
+
 KINDS: dict[str, AttackKind] = {k.name: k for k in [
-    AttackKind("clean", "clean", (), "capt", "clean", lambda s, r: 0.0, doc="the images as they are"),
-    AttackKind("noise", "noise", ("eps",), "capt", "noise", lambda s, r: 0.0,
+    AttackKind("clean", "clean", (), "capt", "clean", lambda s, r: 0.0, build=lambda s, t: (lambda x, y: x), doc="the images as they are"),
+    AttackKind("noise", "noise", ("eps",), "capt", "noise", lambda s, r: 0.0, build=_build_noise,
                doc="uniform noise in the L-inf ball: the floor any attack must beat"),
     AttackKind("pgd", "pgd-{steps}", ("eps", "steps", "alpha"), "capt", "weak", lambda s, r: float(s.steps),
+               build=_build_pgd("ce"),
                doc="L-inf PGD on cross-entropy, random start, alpha = eps/4 by default"),
     AttackKind("cw_pgd", "cw_pgd-{steps}", ("eps", "steps", "alpha"), "capt", "weak", lambda s, r: float(s.steps),
+               build=_build_pgd("cw"),
                doc="L-inf PGD on the CW margin"),
     AttackKind("ta_pgd", "ta_pgd-{steps}", ("eps", "steps", "alpha"), "torchattacks", "weak",
-               lambda s, r: float(s.steps), doc="torchattacks' PGD (the cross-check of capt's PGD)"),
+               lambda s, r: float(s.steps), build=_build_ta_pgd, doc="torchattacks' PGD (the cross-check of capt's PGD)"),
     AttackKind("apgd", "apgd-{steps}", ("eps", "steps"), "torchattacks", "weak",
-               lambda s, r: float(s.steps + 1), doc="torchattacks' APGD-CE, one restart"),
+               lambda s, r: float(s.steps + 1), build=_build_apgd, doc="torchattacks' APGD-CE, one restart"),
     AttackKind("apgdt", "apgdt-{steps}", ("eps", "steps"), "torchattacks", "weak",
-               lambda s, r: 9.0 * (s.steps + 1), doc="torchattacks' APGD-T, 9 target classes"),
-    AttackKind("cw", "cw", ("steps",), "torchattacks", "weak", lambda s, r: float(s.steps), options=("c", "lr"),
+               lambda s, r: 9.0 * (s.steps + 1), build=_build_apgdt, doc="torchattacks' APGD-T, 9 target classes"),
+    AttackKind("cw", "cw", ("steps",), "torchattacks", "weak", lambda s, r: float(s.steps), build=_build_cw, options=("c", "lr"),
                doc="torchattacks' L2 Carlini-Wagner (no eps)"),
     AttackKind("aa", "aa", ("eps", "steps"), "capt", "strong",
                lambda s, r: (r * (1 + _targets(s)) + (1 - r) * AA_BREAK_FRACTION) * s.steps,
-               options=("targets",), ensemble=True,
+               build=_build_aa, options=("targets",), ensemble=True,
                doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on 9 targets), active set"),
     AttackKind("autoattack", "autoattack", ("eps", "steps"), "torchattacks", "strong",
-               lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), options=("n_queries",),
+               lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), build=_build_autoattack, options=("n_queries",),
                doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)"),
 ]}
 ATTACKS = tuple(KINDS)
@@ -305,67 +403,6 @@ def make_attack(spec: AttackSpec, model, num_classes: int | None = None, seed: i
     if text_features is None and cache_text and spec.family not in ("clean", "noise"):
         with torch.no_grad():
             text_features = model.encode_text()
-    alpha = spec.eps / 4 if spec.alpha is None else spec.alpha
-    gen_device = model.clip.logit_scale.device
-    if spec.name == "clean":
-        return lambda x, y: x
-    if spec.name == "noise":
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        return lambda x, y: uniform_noise(x, spec.eps, generator=gen)
-    if spec.name in ("pgd", "cw_pgd"):
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        loss = "ce" if spec.name == "pgd" else "cw"
-
-        def run(x, y):
-            return pgd(model, x, y, eps=spec.eps, alpha=alpha, steps=spec.steps, loss=loss,
-                       text_features=text_features, generator=gen)
-
-        return run
-    if spec.name == "aa":
-        if text_features is None:
-            with torch.no_grad():
-                text_features = model.encode_text()
-        return CaptAutoAttack(spec, model, text_features.detach(), seed=seed)
-    classifier = FixedTextClassifier(model, text_features) if cache_text else model
-    return _torchattacks(spec, classifier, model, alpha, num_classes, seed, gen_device)
-
-
-def _torchattacks(spec: AttackSpec, classifier, model, alpha, num_classes, seed, device):
-    import torchattacks
-
-    n_classes = num_classes or len(model.classnames)
-    if spec.name == "ta_pgd":
-        atk = torchattacks.PGD(classifier, eps=spec.eps, alpha=alpha, steps=spec.steps, random_start=True)
-    elif spec.name == "apgd":
-        atk = torchattacks.APGD(classifier, norm="Linf", eps=spec.eps, steps=spec.steps, loss="ce",
-                                n_restarts=1, seed=seed)
-    elif spec.name == "apgdt":
-        atk = torchattacks.APGDT(classifier, norm="Linf", eps=spec.eps, steps=spec.steps, n_restarts=1,
-                                 n_classes=n_classes, seed=seed)
-    elif spec.name == "cw":
-        # torchattacks' CW is the L2 Carlini-Wagner attack (no eps); "cw_pgd" is the L-inf CW-margin PGD.
-        atk = torchattacks.CW(classifier, c=spec.options.get("c", 1.0), kappa=0, steps=spec.steps,
-                              lr=spec.options.get("lr", 0.01))
-    elif spec.name == "autoattack":
-        # Assembled from torchattacks' parts with the reference "standard" settings: torchattacks' own
-        # AutoAttack class runs 10 steps and all n-1 target classes, the reference 100 steps and 9 targets.
-        targets = min(TARGETS, n_classes - 1)
-        common = dict(norm="Linf", eps=spec.eps, n_restarts=1, seed=seed)
-        apgdt = torchattacks.APGDT(classifier, steps=spec.steps, n_classes=n_classes, **common)
-        fabt = torchattacks.FAB(classifier, steps=spec.steps, multi_targeted=True, n_classes=n_classes, **common)
-        apgdt.n_target_classes = fabt.n_target_classes = targets
-        atk = torchattacks.MultiAttack([
-            torchattacks.APGD(classifier, steps=spec.steps, loss="ce", **common), apgdt, fabt,
-            torchattacks.Square(classifier, n_queries=spec.options.get("n_queries", 5000), **common)])
-    else:  # pragma: no cover - AttackSpec validates names
-        raise ValueError(spec.name)
-
-    devices = [x for x in [device] if torch.device(x).type == "cuda"]
-
-    def run(x, y):
-        # torchattacks draws its random starts from the global generator: seed it without leaking.
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return atk(x, y).detach()
-
-    return run
+    target = _Target(model, text_features, cache_text, spec.eps / 4 if spec.alpha is None else spec.alpha,
+                     num_classes or len(model.classnames), seed, model.clip.logit_scale.device)
+    return spec.kind.build(spec, target)

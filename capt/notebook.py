@@ -32,6 +32,7 @@ from .experiments import Experiment, RunSpec, as_ref
 from .methods import METHODS, get_method
 from .paths import resolve
 from .profiles import chapter_values, load_profile
+from .prompts import prompt_variant
 from .train import TrainConfig
 from .validation import check_choice, check_eps, check_number
 
@@ -133,7 +134,7 @@ class Settings:
     def _check_depth(self) -> None:
         """A prompt depth larger than the encoder fails here, from the model's config (no weights read)."""
         layers = encoder_layers(self.model)
-        deep = [m for m in self.methods if get_method(m).prompt in ("vision", "ivlp", "maple")]
+        deep = [m for m in self.methods if prompt_variant(get_method(m).prompt).deep]
         if layers is not None and deep and self.depth > layers:
             raise ValueError(f"depth={self.depth} is larger than the encoder ({layers} layers) of model "
                              f"{self.model!r} for methods {deep}; use 1 <= depth <= {layers}")

@@ -133,8 +133,13 @@ def test_unknown_attack_name():
         AttackSpec("fgsm")
 
 
-def test_the_table_of_attack_kinds_is_what_everything_reads():
-    from capt.attacks import ATTACKS, FAMILIES, KINDS, attack_cost
+def test_the_table_of_attack_kinds_is_what_everything_reads(model, monkeypatch):
+    """Names, labels, families, costs and the attack itself all come from the kind's row: change a row
+    and every reader follows."""
+    from dataclasses import replace
+
+    import capt.attacks as A
+    from capt.attacks import ATTACKS, FAMILIES, KINDS, attack_cost, make_attack
 
     assert ATTACKS == tuple(KINDS) and "aa" in KINDS and "autoattack" in KINDS
     for kind in KINDS.values():
@@ -149,6 +154,13 @@ def test_the_table_of_attack_kinds_is_what_everything_reads():
     aa = AttackSpec("aa", steps=100)
     assert attack_cost(aa, robust=1.0) == 1000  # every image survives: the fixed budget
     assert attack_cost(aa, robust=0.1) < attack_cost(aa, robust=0.5) < 1000
+    built = []
+    row = replace(KINDS["noise"], label="fuzz", family="weak", cost=lambda s, r: 7.0,
+                  build=lambda spec, target: built.append((spec.name, target.seed)) or "the attack")
+    monkeypatch.setitem(A.KINDS, "noise", row)
+    spec = AttackSpec("noise", eps=4 / 255)
+    assert (spec.label, spec.family, attack_cost(spec)) == ("fuzz", "weak", 7.0)
+    assert make_attack(spec, model, seed=5) == "the attack" and built == [("noise", 5)]
 
 
 def test_attack_keys_cover_every_field_that_matters():

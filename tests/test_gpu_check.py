@@ -39,10 +39,14 @@ def test_tiny_stand_in_runs_every_check_and_says_what_it_is(gpu_check, capsys, t
     assert ("fallback" in checks[3]) == ("aa" not in ATTACKS)  # the table says when the strong attack is a stand-in
 
 
-def test_agreement_is_the_share_of_equal_outcomes(gpu_check, monkeypatch):
-    # Two precisions are only compared on CUDA; the agreement arithmetic is checked here directly.
+def test_agreement_is_the_share_of_equal_outcomes(gpu_check):
+    # Two precisions are only compared on CUDA; the check's own agreement function is tested here directly.
     a, b = torch.tensor([True, True, False, False]), torch.tensor([True, False, False, True])
-    assert 100.0 * float((a == b).float().mean()) == 50.0
+    assert gpu_check.agreement(a, b) == 50.0  # equal outcomes, not equal successes (that would be 25)
+    assert gpu_check.agreement(a, a) == 100.0 and gpu_check.agreement(a, ~a) == 0.0
+    assert gpu_check.agreement(torch.tensor([False] * 3), torch.tensor([True, False, False])) == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="outcomes of different images"):
+        gpu_check.agreement(a, b[:3])
     text = gpu_check.table([{"check": "x", "batch": 2, "precision": "bf16", "seconds": 1.0, "peak_gib": 2.5,
                              "accuracy": 10.0, "agreement": 50.0}])
     assert text.splitlines()[-1] == "| x | 2 | bf16 | 1.000 | 2.50 | 10.0 | 50.0 |"

@@ -10,8 +10,6 @@ from .tasks import Task
 #: A forward+backward pass (gradient to the input, frozen weights) in units of one forward pass: torch's
 #: FLOP counter gives 17.45 / 5.89 GFLOP = 2.96 for open_clip's ViT-B-32 at 224 px (see book/sweeps.md).
 FWD_BWD = 3.0
-_TEXT_PROMPTED = ("text", "ivlp", "maple")
-_IMAGE_PROMPTED = ("vision", "ivlp", "maple")
 
 
 def attack_passes(attack, robust: float = 1.0) -> float:
@@ -57,6 +55,7 @@ def workload(task: Task, sizes: Callable = dataset_size) -> dict:
     import math
 
     from ..methods import get_method
+    from ..prompts import prompt_variant
 
     run = task.run
     out = {"train_image": 0.0, "train_text": 0.0, "eval_image": 0.0, "eval_text": 0.0}
@@ -66,10 +65,10 @@ def workload(task: Task, sizes: Callable = dataset_size) -> dict:
         n = src["train"] if run.shots == "all" else min(src["train"], run.shots * src["classes"])
         cfg = run.train
         step = (cfg.steps * FWD_BWD if m.adversarial else 0.0) + \
-            (2 if m.objective.needs_clean else 1) * (FWD_BWD if m.prompt in _IMAGE_PROMPTED else 1.0)
+            (2 if m.objective.needs_clean else 1) * (FWD_BWD if prompt_variant(m.prompt).learns_vision else 1.0)
         out["train_image"] = cfg.epochs * n * step + (n if m.objective.needs_frozen else 0)
         steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-        out["train_text"] = steps * src["classes"] * (FWD_BWD if m.prompt in _TEXT_PROMPTED else 1.0)
+        out["train_text"] = steps * src["classes"] * (FWD_BWD if prompt_variant(m.prompt).learns_text else 1.0)
     for e in task.evaluations:
         for d in e.datasets:
             size = sizes(d)
