@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
-import capt
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ beside capt in the checkout
+import capt  # noqa: E402
+from tools.tiny_clip import make_tiny_clip  # noqa: E402
 from capt.attacks import ATTACKS, AttackSpec, make_attack
 from capt.data.base import TensorImages
 from capt.train import TrainConfig, autocast_for, train
@@ -55,23 +57,6 @@ class Plan:
 def tiny_plan() -> Plan:
     return Plan(device="cpu", image_size=32, train_batch=4, train_steps=2, eval_batch=8, pgd_steps=3,
                 strong_steps=3, n_classes=5, depth=2, tiny=True)
-
-
-def tiny_clip():
-    """A small random open_clip CLIP with OpenAI's tokenizer (the test suite's tiny model)."""
-    import open_clip
-
-    from capt.models import ClipBundle, Normalize, _freeze, _pixel_preprocess
-
-    torch.manual_seed(0)
-    model = open_clip.model.CLIP(
-        embed_dim=48,
-        vision_cfg=open_clip.model.CLIPVisionCfg(image_size=32, patch_size=8, width=64, layers=3, head_width=32),
-        text_cfg=open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=48, heads=3, layers=3))
-    _freeze(model)
-    return ClipBundle(model=model, preprocess=_pixel_preprocess(32),
-                      normalize=Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-                      tokenizer=open_clip.get_tokenizer("ViT-B-32"), name="tiny", pretrained=None, image_size=32)
 
 
 def _sync(device: str) -> None:
@@ -151,7 +136,7 @@ def strong_spec(plan: Plan) -> tuple[AttackSpec, str]:
 
 def run(plan: Plan, pretrained: str | None = None, log=print) -> list[dict]:
     if plan.tiny:
-        bundle = tiny_clip()
+        bundle = make_tiny_clip()
     else:
         bundle = capt.load_clip("ViT-B-32", pretrained, device=plan.device)
     classnames = [f"class {i}" for i in range(plan.n_classes)]

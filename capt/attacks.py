@@ -277,6 +277,16 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in [
                doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)"),
 ]}
 ATTACKS = tuple(KINDS)
+
+
+def kind_of_label(label: str) -> AttackKind | None:
+    """The kind whose label a row's ``attack`` column holds (``pgd-10`` -> pgd, ``aa-10-t3`` -> aa), read
+    from the table's label patterns; None for a label no kind writes."""
+    for kind in KINDS.values():
+        stem = kind.label.split("{")[0]
+        if label == kind.label or label.startswith(stem if "{" in kind.label else f"{kind.label}-"):
+            return kind
+    return None
 FAMILIES = ("clean", "noise", "weak", "strong")
 
 

@@ -15,17 +15,18 @@ from typing import Sequence
 import pandas as pd
 
 from . import stats
+from .attacks import kind_of_label
 from .chapters import CHAPTERS, get_chapter
 from .methods import method_order
 
-CLEAN = "clean"
 _NAMES = {"noise": "noise", "autoattack": "AutoAttack, reference"}  # column names beyond LABEL-STEPS
 # -- which column is which ------------------------------------------------------------------------------
 def metric_of(label: str, strong: str) -> str:
     """A row's attack label as a table column: clean, the strong (headline) attack, or the cheap PGD."""
-    if label == CLEAN:
+    kind = kind_of_label(label)
+    if kind is not None and kind.family == "clean":
         return "clean"
-    if label == strong or label.split("-")[0] == strong:
+    if kind is not None and kind.name == strong:
         return f"robust ({strong.upper()})"
     return f"robust ({_NAMES.get(label, label.upper())})"
 
@@ -41,7 +42,7 @@ def with_metric(rows: pd.DataFrame, strong: str) -> pd.DataFrame:
     """Rows with their metric column. Clean accuracy is measured twice where the strong attack runs on a
     smaller subset (the paper profile); the table shows the one on the larger set, beside PGD."""
     rows = rows.assign(metric=[metric_of(a, strong) for a in rows["attack"]])
-    clean = rows["attack"] == CLEAN
+    clean = rows["metric"] == "clean"
     if clean.any():
         keys = [c for c in ("method", "seed", "dataset", "shots", "group", "variant", "part", "run_key")
                 if c in rows.columns]
@@ -370,8 +371,9 @@ def masking_checks(strong_rows: pd.DataFrame, eps_rows: pd.DataFrame, strong: st
     lines, failed = [], []
     for method, g in strong_rows.groupby("method", sort=False):
         acc = g.groupby("attack")["accuracy"].mean()
-        pgd = acc[[a for a in acc.index if a.startswith("pgd-")]].min()
-        ours = next((acc[a] for a in acc.index if a == strong or a.split("-")[0] == strong), None)
+        kinds = {a: getattr(kind_of_label(a), "name", None) for a in acc.index}
+        pgd = acc[[a for a in acc.index if kinds[a] == "pgd"]].min()
+        ours = next((acc[a] for a in acc.index if kinds[a] == strong), None)
         checks = []
         if ours is not None:
             ok = ours <= pgd + 1e-9
@@ -381,7 +383,8 @@ def masking_checks(strong_rows: pd.DataFrame, eps_rows: pd.DataFrame, strong: st
                 checks.append(f"reference {reference} {acc[reference]:.1f} %")
         if "noise" in acc:
             checks.append(f"noise {acc['noise']:.1f} %")
-        s = eps_rows[(eps_rows["method"] == method) & (eps_rows["attack"] != CLEAN)].groupby("eps")["accuracy"].mean()
+        mine = eps_rows[eps_rows["method"] == method]
+        s = mine[[metric_of(a, strong) != "clean" for a in mine["attack"]]].groupby("eps")["accuracy"].mean()
         falls = bool((s.diff().dropna() <= 1e-9).all())
         failed += [] if falls else [method]
         checks.append(f"robust accuracy {'falls' if falls else 'does NOT fall'} as eps grows")

@@ -10,7 +10,7 @@ caption in the batch that fits an image counts as its match, since many images s
 Held-out colour x shape combinations never appear in the stream. Training is seeded, single-process,
 with a fixed thread count and deterministic algorithms, so the same command on the same machine gives
 the same checkpoint bytes. The checkpoint (weights stored as float16) and the report are written
-atomically (temporary file, then ``os.replace``).
+atomically (capt.io, the package's one writer).
 
 The report (``capt/assets/mini_clip.json``, shown in the mini-world chapter) holds, for every mini
 dataset, the zero-shot accuracy with its hand-crafted template (no tuning) and chance level; the frozen
@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from capt.data import load_dataset
+from capt.io import atomic_path, atomic_write_text
 from capt.models import load_clip
 from capt.notebook import Settings
 from capt.data import miniworld as mw
@@ -298,16 +298,6 @@ def checkpoint_bytes(model, tokenizer) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
@@ -338,7 +328,8 @@ def main(argv=None) -> int:
         model, tokenizer, seconds = pretrain(args, log=lambda s: print(s, flush=True))
         cpu_seconds = time.process_time() - cpu0
         data = checkpoint_bytes(model, tokenizer)
-        _atomic_write(out, data)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
         # the options that only change what the report evaluates do not change the checkpoint
         cmd = " ".join(["python", "data_scripts/pretrain_mini.py"]
                        + [a for a in (argv or sys.argv[1:]) if a not in ("--no-pgd", "--report-only")])
@@ -368,7 +359,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     info["report"] = competence_report(bundle, pgd=not args.no_pgd, log=lambda s: print(s, flush=True))
     info["report_seconds"] = round(time.time() - t0, 1)
-    _atomic_write(report_path, (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_text(report_path, json.dumps(info, indent=2) + "\n")
     print(f"wrote {report_path}", flush=True)
     return 0 if all(info["report"]["checks"].values()) else 1
 

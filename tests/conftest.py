@@ -1,37 +1,22 @@
-"""Shared fixtures: a tiny random-init open_clip CLIP (fast on CPU) and small image batches."""
+"""Shared fixtures: the tiny random-init open_clip CLIP (tools/tiny_clip.py) and small image batches."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+# tools/ sits beside tests/ in the checkout; the tests' child processes import this file from elsewhere too.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from tools.tiny_clip import make_tiny_clip  # noqa: E402,F401 (the fixture below; child scripts import it from here)
+
 # One intra-op thread per pytest-xdist worker (the root conftest.py sets OMP_NUM_THREADS), two otherwise.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
-
-
-def make_tiny_clip(image_size: int = 32, width: int = 64, layers: int = 3, embed_dim: int = 48, seed: int = 0,
-                   **text_options):
-    """A small standard open_clip ViT CLIP with OpenAI's tokenizer, random weights, frozen
-    (``text_options``: further :class:`open_clip.model.CLIPTextCfg` fields, e.g. ``no_causal_mask=True``)."""
-    import open_clip
-
-    from capt.models import ClipBundle, Normalize, _freeze, _pixel_preprocess
-
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=embed_dim,
-        vision_cfg=open_clip.model.CLIPVisionCfg(image_size=image_size, patch_size=8, width=width, layers=layers,
-                                                 head_width=32),
-        text_cfg=open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=width - 16, heads=3,
-                                             layers=layers, **text_options),
-    )
-    _freeze(model)
-    return ClipBundle(model=model, preprocess=_pixel_preprocess(image_size),
-                      normalize=Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-                      tokenizer=open_clip.get_tokenizer("ViT-B-32"), name="tiny", pretrained=None,
-                      image_size=image_size)
 
 
 # A run on the mini CLIP (a RunSpec names its model and prompt shape: they have no library default).

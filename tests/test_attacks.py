@@ -184,3 +184,16 @@ def test_attack_keys_cover_every_field_that_matters():
 def test_options_and_fields_nothing_reads_are_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttackSpec(**kwargs)
+
+
+def test_a_rows_label_names_its_kind():
+    """The report reads a row's attack kind from the table's label patterns, never from the label's text."""
+    from capt.attacks import KINDS, kind_of_label
+
+    for name, kind in KINDS.items():
+        spec = AttackSpec(name, **({"eps": 4 / 255} if "eps" in kind.fields else {}),
+                          **({"steps": 7} if "steps" in kind.fields else {}))
+        assert kind_of_label(spec.label) is kind, spec.label
+    assert kind_of_label(AttackSpec("aa", eps=4 / 255, steps=10, options={"targets": 3}).label).name == "aa"
+    assert kind_of_label("apgdt-10").name == "apgdt" and kind_of_label("cw_pgd-3").name == "cw_pgd"
+    assert kind_of_label("fgsm") is None

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capt.io import atomic_path
+
 # A common laptop screen: the width at which the book's column is judged and the first screen is shot.
 # Widths depend on the fonts installed: scripts/install_browser.sh adds DejaVu, wider than Arial, so a
 # table that fits here fits on most readers' screens.
@@ -336,10 +338,8 @@ def screenshot(path: str | Path, out: str | Path, viewport: tuple[int, int] = VI
         browser.evaluate(s, MEASURE_JS)  # waits for fonts and images
         data = browser.send("Page.captureScreenshot", {"format": "png"}, session=s)["data"]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(base64.b64decode(data))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(base64.b64decode(data))
     return out
 
 
