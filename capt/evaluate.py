@@ -19,8 +19,8 @@ from .results import MASK_COLUMN, decode_mask, encode_mask
 #: The columns of an evaluation row. ``family``: the attack's family (clean / noise / weak / strong);
 #: ``passes``: image-tower forward+backward passes per image the attack spent (NaN where torchattacks
 #: runs it and nobody counts); ``depth``/``n_ctx``: the prompt's shape; ``correct_mask``: per-image outcomes.
-ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "correct", "accuracy", "seconds",
-               "family", "passes", "depth", "n_ctx", MASK_COLUMN]
+ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "classes", "correct", "accuracy",
+               "seconds", "family", "passes", "depth", "n_ctx", MASK_COLUMN]
 
 
 def as_attack_spec(a, eps: float | None = None, steps: int | None = None) -> AttackSpec:
@@ -149,8 +149,8 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
         mask = np.concatenate(masks[s.key])
         n = len(mask)
         rows.append({**meta, "attack": s.label, "eps": s.row_eps, "steps": s.row_steps, "n": n,
-                     "correct": int(mask.sum()), "accuracy": 100.0 * mask.sum() / n, "seconds": seconds[s.key],
-                     "family": s.family, "passes": passes[s.key] / n, "depth": depth, "n_ctx": n_ctx,
+                     "classes": len(dataset.classnames), "correct": int(mask.sum()), "accuracy": 100.0 * mask.sum() / n,
+                     "seconds": seconds[s.key], "family": s.family, "passes": passes[s.key] / n, "depth": depth, "n_ctx": n_ctx,
                      MASK_COLUMN: encode_mask(mask)})
     return pd.DataFrame(rows, columns=list(dict.fromkeys(ROW_COLUMNS + list(meta))))
 

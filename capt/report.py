@@ -312,14 +312,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 # -- chapter-specific views -------------------------------------------------------------------------------
 def competence(rows: pd.DataFrame, strong: str) -> Table:
-    """Zero-shot accuracy per dataset beside chance (1 / number of classes): is the model competent?"""
-    from .data import get_spec, load_dataset
-    from .experiments import as_ref
-
-    classes = {}
-    for d in dict.fromkeys(rows["dataset"]):
-        ref = as_ref(d)
-        classes[d] = len(load_dataset(ref.name, get_spec(ref.name).splits[-1]).classnames)
+    """Zero-shot accuracy per dataset beside chance (1 / number of classes, from the rows): is the model
+    competent?"""
+    classes = rows.groupby("dataset")["classes"].first()
     wide, t = interval_table(rows, ["dataset", "role"], strong)
     wide.insert(2, "chance", [round(100.0 / classes[d], 1) for d in wide["dataset"]])
     return Table(wide, "headline", "Zero-shot accuracy (%) per dataset, beside chance", _seeds_note(t))

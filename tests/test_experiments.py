@@ -179,3 +179,12 @@ def test_result_keys_follow_the_mini_worlds_content(monkeypatch):
         for cache in (mw._cached, mw.content_hash):
             cache.cache_clear()
     assert spec.key == before_run and E.data_fingerprint("mini_fill", "test") == before_test
+
+
+def test_competence_reads_chance_from_the_rows():
+    """Chance is 1 / the number of classes each row carries: the report loads no dataset."""
+    rows = _rows(seeds=(1,)).assign(role="source")
+    rows = pd.concat([rows, rows.assign(dataset="e", role="target")], ignore_index=True)
+    rows["classes"] = rows["dataset"].map({"d": 4, "e": 7})
+    t = report.competence(rows[rows.method == "zeroshot"], "aa")
+    assert list(t.frame["dataset"]) == ["d", "e"] and list(t.frame["chance"]) == [25.0, round(100 / 7, 1)]
