@@ -367,7 +367,7 @@ CASES: dict[str, Case] = {
     "objective-ce-on": Case(L, "`Objective(ce_on='adversarial')`", lambda c: Objective(ce_on="adversarial"),
                             "ValueError", r"unknown ce_on 'adversarial'; valid choices: clean, adv, both"),
     "method": Case(L, "`get_method('trades')`", lambda c: capt.get_method("trades"), "ValueError",
-                   r"unknown method 'trades'; valid choices: zeroshot, apt, advvpt, advvlp, advmaple, fap, trades_maple, capt"),
+                   r"unknown method 'trades'; valid choices: zeroshot, apt, advvpt, advvlp, advmaple, trades_maple, fap, capt"),
     "method-override": Case(L, "`get_method('capt', gamma=1)` (an objective setting that does not exist)",
                             lambda c: capt.get_method("capt", gamma=1), "ValueError",
                             r"unknown objective setting\(s\) 'gamma' for method 'capt'; valid choices: kind, lam"),
