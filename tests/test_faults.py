@@ -71,10 +71,10 @@ E._clip = lambda model, pretrained, device: tiny
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[2])))
 from test_faults import _ckpt_step, sweep_jobs
 _train = E.train
-def _reporting_train(model, data, method, config, out_dir, resume, progress):
+def _reporting_train(model, data, method, config, out_dir, resume, progress, seed):
     # what gets trained, and from which step
     print("started", Path(out_dir).name, _ckpt_step(Path(out_dir) / "checkpoint.pt"), flush=True)
-    return _train(model, data, method, config, out_dir=out_dir, resume=resume, progress=progress)
+    return _train(model, data, method, config, out_dir=out_dir, resume=resume, progress=progress, seed=seed)
 E.train = _reporting_train
 exp = E.Experiment(sys.argv[1], progress=False, batch_size=64, device="cpu")
 rows = exp.run_jobs(sweep_jobs())
@@ -420,7 +420,7 @@ def shot_data():
     return sample_few_shot(load_dataset("mini_shape", "train"), 1, seed=1)  # one image per class
 
 
-CFG = dict(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, seed=2, checkpoint_every=1)
+CFG = dict(epochs=2, batch_size=4, lr=0.05, eps=4 / 255, alpha=2 / 255, steps=1, checkpoint_every=1)
 
 
 def _model(tiny_clip, data, seed=0):
@@ -432,14 +432,14 @@ def test_crash_while_saving_a_checkpoint_keeps_the_last_one_and_resume_still_mat
                                                                                       tmp_path, monkeypatch):
     cfg = TrainConfig(**CFG)
     ref = _model(tiny_clip, shot_data)
-    r_ref = train(ref, shot_data, "capt", cfg, out_dir=tmp_path / "ref", progress=False)
+    r_ref = train(ref, shot_data, "capt", cfg, out_dir=tmp_path / "ref", progress=False, seed=2)
 
     out = tmp_path / "run"
-    train(_model(tiny_clip, shot_data), shot_data, "capt", cfg, out_dir=out, progress=False, stop_after=2)
+    train(_model(tiny_clip, shot_data), shot_data, "capt", cfg, out_dir=out, progress=False, seed=2, stop_after=2)
     good = (out / "checkpoint.pt").read_bytes()
     monkeypatch.setattr(torch, "save", torn_torch_save)
     with pytest.raises(OSError, match="simulated"):
-        train(_model(tiny_clip, shot_data, 7), shot_data, "capt", cfg, out_dir=out, resume=True, progress=False)
+        train(_model(tiny_clip, shot_data, 7), shot_data, "capt", cfg, out_dir=out, resume=True, progress=False, seed=2)
     monkeypatch.undo()
     assert (out / "checkpoint.pt").read_bytes() == good and safe_torch_load(out / "checkpoint.pt")["step"] == 2
     assert _folder_names(out) == ["checkpoint.pt"]
@@ -447,12 +447,12 @@ def test_crash_while_saving_a_checkpoint_keeps_the_last_one_and_resume_still_mat
     # A crash writing history.csv at the very end: the final checkpoint is complete, history is not there yet.
     monkeypatch.setattr(pd.DataFrame, "to_csv", torn_to_csv)
     with pytest.raises(OSError, match="simulated"):
-        train(_model(tiny_clip, shot_data, 8), shot_data, "capt", cfg, out_dir=out, resume=True, progress=False)
+        train(_model(tiny_clip, shot_data, 8), shot_data, "capt", cfg, out_dir=out, resume=True, progress=False, seed=2)
     monkeypatch.undo()
     assert _folder_names(out) == ["checkpoint.pt"] and safe_torch_load(out / "checkpoint.pt")["step"] == _steps(len(shot_data), CFG["batch_size"], CFG["epochs"])
 
     again = _model(tiny_clip, shot_data, 9)
-    r = train(again, shot_data, "capt", cfg, out_dir=out, resume=True, progress=False)
+    r = train(again, shot_data, "capt", cfg, out_dir=out, resume=True, progress=False, seed=2)
     assert r.finished and _folder_names(out) == ["checkpoint.pt", "history.csv"]
     assert all(torch.equal(a, b) for a, b in zip(ref.prompt_parameters(), again.prompt_parameters()))
     assert r.history["total"].tolist() == r_ref.history["total"].tolist()
@@ -461,14 +461,14 @@ def test_crash_while_saving_a_checkpoint_keeps_the_last_one_and_resume_still_mat
 @pytest.mark.parametrize("keep", [0, 10, 0.5, -1])
 def test_truncated_checkpoint_is_a_clear_error_not_a_silent_restart(keep, tiny_clip, shot_data, tmp_path):
     out = tmp_path / "run"
-    train(_model(tiny_clip, shot_data), shot_data, "capt", TrainConfig(**CFG), out_dir=out, progress=False,
+    train(_model(tiny_clip, shot_data), shot_data, "capt", TrainConfig(**CFG), out_dir=out, progress=False, seed=2,
           stop_after=3)
     data = (out / "checkpoint.pt").read_bytes()
     n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) + keep)
     (out / "checkpoint.pt").write_bytes(data[:n])
     with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.pt is corrupt or not a capt checkpoint") as err:
         train(_model(tiny_clip, shot_data), shot_data, "capt", TrainConfig(**CFG), out_dir=out, resume=True,
-              progress=False)
+              progress=False, seed=2)
     assert "delete it and re-run" in str(err.value)
     assert (out / "checkpoint.pt").read_bytes() == data[:n]       # nothing was overwritten
     with pytest.raises(ValueError, match="corrupt"):

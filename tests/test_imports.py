@@ -89,3 +89,30 @@ def test_graph_is_read_from_source():
 def test_no_import_circles():
     found = cycles(import_graph())
     assert not found, f"import circles in capt: {found}"
+
+
+# The floors of capt, lowest first: a module imports only from its own floor or below. (Within a floor
+# the cycle test above keeps the order.)
+FLOORS = [
+    ("ground: where things are, checks, atomic files, the chapter table",
+     {"paths", "validation", "io", "results", "chapters", "apgd", "data.base"}),
+    ("data", {"data", "data.registry", "data.splits", "data.fewshot", "data.transfer", "data.disk_cache",
+              "data.miniworld", "data.real", "data.download", "data.status", "data.cli"}),
+    ("model core", {"objectives", "prompts", "attacks", "methods", "mini_model", "models", "train", "evaluate",
+                    "stats"}),
+    ("experiments", {"experiments", ""}),
+    ("values: profiles and Settings", {"profiles", "notebook"}),
+    ("what chapters compute and show", {"plans", "report", "plots", "reported"}),
+    ("running: papermill and the sweep", {"runner", "sweep", "sweep.tasks", "sweep.cost", "sweep.done",
+                                          "sweep.worker", "sweep.engines", "sweep.pool", "sweep.dispatch"}),
+    ("the command", {"cli"}),
+]
+
+
+def test_every_import_goes_down_or_across():
+    floor = {f"capt.{m}".rstrip("."): i for i, (_, mods) in enumerate(FLOORS) for m in mods}
+    graph = import_graph()
+    assert set(graph) == set(floor), f"modules without a floor: {sorted(set(graph) ^ set(floor))}"
+    up = [f"{a} ({FLOORS[floor[a]][0]}) -> {b} ({FLOORS[floor[b]][0]})"
+          for a in graph for b in graph[a] if floor[b] > floor[a]]
+    assert not up, "imports that climb a floor:\n" + "\n".join(sorted(up))

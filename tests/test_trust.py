@@ -69,7 +69,7 @@ def models(mini, test_set):
     tuned = capt.PromptedCLIP(mini, shots.classnames, prompt="maple", n_ctx=2, depth=3, template=shots.templates)
     # the mini book's training radius; a small lr, as a larger one trades the clean accuracy away in six steps
     train(tuned, shots, "capt", TrainConfig(epochs=2, batch_size=10, lr=0.002, eps=TUNE_EPS / 255,
-                                            alpha=TUNE_EPS / 255, steps=2, seed=1), progress=False)
+                                            alpha=TUNE_EPS / 255, steps=2), progress=False, seed=1)
     return {"zeroshot": zeroshot, "capt (tuned)": tuned}
 
 
