@@ -139,6 +139,7 @@ class AttackKind:
     options: tuple = ()
     ensemble: bool = False
     doc: str = ""
+    column: str | None = None  # how a table's column names it (None: its label in capitals)
 
 
 #: Mean forward+backward passes ``aa`` spends on an image it breaks, as a fraction of one APGD run's
@@ -253,7 +254,7 @@ def _build_autoattack(spec, t: _Target):
 KINDS: dict[str, AttackKind] = {k.name: k for k in [
     AttackKind("clean", "clean", (), "capt", "clean", lambda s, r: 0.0, build=lambda s, t: (lambda x, y: x), doc="the images as they are"),
     AttackKind("noise", "noise", ("eps",), "capt", "noise", lambda s, r: 0.0, build=_build_noise,
-               doc="uniform noise in the L-inf ball: the floor any attack must beat"),
+               doc="uniform noise in the L-inf ball: the floor any attack must beat", column="noise"),
     AttackKind("pgd", "pgd-{steps}", ("eps", "steps", "alpha"), "capt", "weak", lambda s, r: float(s.steps),
                build=_build_pgd("ce"),
                doc="L-inf PGD on cross-entropy, random start, alpha = eps/4 by default"),
@@ -274,7 +275,8 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in [
                doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on 9 targets), active set"),
     AttackKind("autoattack", "autoattack", ("eps", "steps"), "torchattacks", "strong",
                lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), build=_build_autoattack, options=("n_queries",),
-               doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)"),
+               doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)",
+               column="AutoAttack, reference"),
 ]}
 ATTACKS = tuple(KINDS)
 

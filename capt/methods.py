@@ -22,6 +22,7 @@ import torch
 
 from .attacks import pgd
 from .objectives import Objective, kl_per_sample
+from .prompts import CTX_INIT, DEPTH, N_CTX
 from .validation import check_choice, check_eps, check_number
 
 TRAIN_ATTACKS = ("pgd_ce", "pgd_kl")
@@ -76,8 +77,8 @@ class Method:
                              f"{self.name!r}; valid choices: {', '.join(valid)}")
         return replace(self, objective=replace(self.objective, **changes))
 
-    def build(self, clip, classnames: Sequence[str], n_ctx: int = 2, depth: int = 9,
-              ctx_init: str | None = "a photo of a", templates: str | Sequence[str] = "a photo of a {}.",
+    def build(self, clip, classnames: Sequence[str], n_ctx: int = N_CTX, depth: int = DEPTH,
+              ctx_init: str | None = CTX_INIT, templates: str | Sequence[str] = "a photo of a {}.",
               **options):
         """This method's :class:`capt.PromptedCLIP` on ``clip`` (a ClipBundle) for ``classnames``;
         ``options`` go to PromptedCLIP (``vision_placement``, ``truncate_text``, ``init_std``)."""

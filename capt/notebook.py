@@ -32,7 +32,7 @@ from .experiments import Experiment, RunSpec, as_ref
 from .methods import METHODS, get_method
 from .paths import resolve
 from .profiles import chapter_values, load_profile
-from .prompts import prompt_variant
+from .prompts import CTX_INIT, DEPTH, N_CTX, prompt_variant
 from .train import TrainConfig
 from .validation import check_choice, check_eps, check_number
 
@@ -66,9 +66,9 @@ class Settings:
     methods: Sequence[str] = tuple(METHODS)
     shots: Sequence = (16,)
     seeds: Sequence[int] = (1, 2, 3)
-    n_ctx: int = 2
-    depth: int = 9
-    ctx_init: str | None = "a photo of a"
+    n_ctx: int = N_CTX  # the prompt's shape: PromptedCLIP's own defaults (one home for each value)
+    depth: int = DEPTH
+    ctx_init: str | None = CTX_INIT
     # training: the trainer's own defaults, which are the paper's (one home for each value)
     epochs: int = TrainConfig.epochs
     batch_size: int = TrainConfig.batch_size

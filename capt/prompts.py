@@ -70,6 +70,9 @@ VARIANTS: dict[str, PromptVariant] = {v.name: v for v in [
     PromptVariant("maple", "deep", "coupled", "MaPLe: deep text prompts, vision prompts a linear map of them"),
 ]}
 PROMPT_VARIANTS = tuple(VARIANTS)
+# The prompt's shape by default (the paper's: two context tokens from "a photo of a", nine layers deep): one
+# home, read by PromptedCLIP, Method.build and the settings' defaults.
+N_CTX, DEPTH, CTX_INIT = 2, 9, "a photo of a"
 VISION_PLACEMENTS = ("before_ln_pre", "after_ln_pre")
 
 
@@ -177,8 +180,8 @@ class PromptedCLIP(nn.Module):
             (VPT/IVLP/MaPLe reference code) or ``after_ln_pre``; see :data:`VISION_PLACEMENTS`.
     """
 
-    def __init__(self, clip, classnames: Sequence[str], prompt: str = "maple", n_ctx: int = 2,
-                 depth: int = 9, ctx_init: str | None = "a photo of a",
+    def __init__(self, clip, classnames: Sequence[str], prompt: str = "maple", n_ctx: int = N_CTX,
+                 depth: int = DEPTH, ctx_init: str | None = CTX_INIT,
                  template: str | Sequence[str] = "a photo of a {}.", init_std: float = 0.02,
                  truncate_text: bool = True, vision_placement: str = "before_ln_pre"):
         super().__init__()

@@ -19,7 +19,6 @@ from .attacks import kind_of_label
 from .chapters import CHAPTERS, get_chapter
 from .methods import method_order
 
-_NAMES = {"noise": "noise", "autoattack": "AutoAttack, reference"}  # column names beyond LABEL-STEPS
 # -- which column is which ------------------------------------------------------------------------------
 def metric_of(label: str, strong: str) -> str:
     """A row's attack label as a table column: clean, the strong (headline) attack, or the cheap PGD."""
@@ -28,7 +27,7 @@ def metric_of(label: str, strong: str) -> str:
         return "clean"
     if kind is not None and kind.name == strong:
         return f"robust ({strong.upper()})"
-    return f"robust ({_NAMES.get(label, label.upper())})"
+    return f"robust ({(kind.column if kind is not None else None) or label.upper()})"
 
 
 def metrics(rows: pd.DataFrame, strong: str) -> list[str]:
