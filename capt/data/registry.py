@@ -2,13 +2,15 @@
 
 Real datasets (``capt.data.real``) and the embedded mini world (``capt.data.miniworld``) register here
 the same way, so the few-shot sampler, the trainer and the notebooks never care which one they got.
+A user's folder needs no registering: a name ``folder:/abs/path`` builds its entry from the folder
+itself (``capt.data.folder``), so the name alone means the same dataset in any process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .base import LabeledImages
 
@@ -26,13 +28,17 @@ class DatasetSpec:
     """
 
     name: str
-    kind: str  # "real" or "mini"
+    kind: str  # "real", "mini" or "folder"
     role: str  # "source", "target" or "shift"
     build: Callable[[str, Optional[Path], Optional[Callable]], LabeledImages]
     description: str = ""
     shift_of: Optional[str] = None
     templates: tuple[str, ...] = field(default=("a photo of a {}.",))
     splits: tuple[str, ...] = SPLITS
+    # Datasets whose content is not fixed by a download manifest or the code (a user's folder):
+    fingerprint: Optional[Callable[[str], str]] = None  # split -> content hash (enters result keys)
+    record: Optional[Callable[[Path], Path]] = None     # out_dir -> the split file written there
+    check_shots: Optional[Callable[[Sequence], None]] = None  # shots -> error if a class has too few
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -53,9 +59,14 @@ def dataset_names(kind: str | None = None, role: str | None = None) -> list[str]
 
 
 def get_spec(name: str) -> DatasetSpec:
+    if isinstance(name, str) and name.startswith("folder:"):
+        from .folder import spec
+
+        return spec(name)
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(
-            f"unknown dataset {name!r}; valid choices: {', '.join(sorted(_REGISTRY))}"
+            f"unknown dataset {name!r}; valid choices: {', '.join(sorted(_REGISTRY))}; "
+            "or your own folder of class folders, written folder:/abs/path (book: Your own data)"
         )
     return _REGISTRY[name]
 
@@ -67,3 +78,22 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; valid choices: {', '.join(spec.splits)}")
     return spec.build(split, None if root is None else Path(root), transform)
+
+
+def split_fingerprint(name: str, split: str) -> str | None:
+    """The content hash of one split for result keys, where the registry entry has one (a folder)."""
+    spec = get_spec(name)
+    return spec.fingerprint(split) if spec.fingerprint is not None and split in spec.splits else None
+
+
+def record_split(name: str, out_dir: str | Path) -> Path | None:
+    """Write the split a dataset uses under ``out_dir`` where it is not fixed elsewhere (a folder)."""
+    spec = get_spec(name)
+    return None if spec.record is None else spec.record(Path(out_dir))
+
+
+def check_shots(name: str, shots: Sequence) -> None:
+    """Fail before anything runs if ``name``'s classes have fewer training images than ``shots`` asks."""
+    spec = get_spec(name)
+    if spec.check_shots is not None:
+        spec.check_shots(list(shots))
