@@ -330,10 +330,29 @@ def make_attack(spec: AttackSpec, model, num_classes: int | None = None, seed: i
     return _torchattacks(spec, classifier, model, alpha, num_classes, seed, gen_device)
 
 
+class _AtLeastFourLogits(nn.Module):
+    """torchattacks' targeted DLR reads the third and fourth largest logits, which fewer than four classes
+    lack. Pad with the smallest logit (minus a hair, so a pad never outranks a real class): the rule
+    :func:`capt.apgd.dlr_targeted` documents, and a pad is never a prediction or a target."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.classifier(images)
+        pad = z.min(dim=1, keepdim=True).values - 1e-6
+        return torch.cat([z, pad.expand(-1, 4 - z.shape[1])], dim=1)
+
+
 def _torchattacks(spec: AttackSpec, classifier, model, alpha, num_classes, seed, device):
     import torchattacks
 
     n_classes = num_classes or len(model.classnames)
+    # APGD-T (alone or in AutoAttack) attacks min(9, C - 1) target classes, as the reference does
+    targets = min(TARGETS, n_classes - 1)
+    if spec.name in ("apgdt", "autoattack") and n_classes < 4:
+        classifier, n_classes = _AtLeastFourLogits(classifier), 4
     if spec.name == "ta_pgd":
         atk = torchattacks.PGD(classifier, eps=spec.eps, alpha=alpha, steps=spec.steps, random_start=True)
     elif spec.name == "apgd":
@@ -342,6 +361,7 @@ def _torchattacks(spec: AttackSpec, classifier, model, alpha, num_classes, seed,
     elif spec.name == "apgdt":
         atk = torchattacks.APGDT(classifier, norm="Linf", eps=spec.eps, steps=spec.steps, n_restarts=1,
                                  n_classes=n_classes, seed=seed)
+        atk.n_target_classes = targets
     elif spec.name == "cw":
         # torchattacks' CW is the L2 Carlini-Wagner attack (no eps); "cw_pgd" is the L-inf CW-margin PGD.
         atk = torchattacks.CW(classifier, c=spec.options.get("c", 1.0), kappa=0, steps=spec.steps,
@@ -349,7 +369,6 @@ def _torchattacks(spec: AttackSpec, classifier, model, alpha, num_classes, seed,
     elif spec.name == "autoattack":
         # Assembled from torchattacks' parts with the reference "standard" settings: torchattacks' own
         # AutoAttack class runs 10 steps and all n-1 target classes, the reference 100 steps and 9 targets.
-        targets = min(TARGETS, n_classes - 1)
         common = dict(norm="Linf", eps=spec.eps, n_restarts=1, seed=seed)
         apgdt = torchattacks.APGDT(classifier, steps=spec.steps, n_classes=n_classes, **common)
         fabt = torchattacks.FAB(classifier, steps=spec.steps, multi_targeted=True, n_classes=n_classes, **common)
