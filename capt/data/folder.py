@@ -95,7 +95,7 @@ def parse(name: str) -> FolderRef:
     path = Path(os.path.expanduser(where))
     if not where or not path.is_absolute():
         raise FolderError(f"dataset {name!r}: a folder dataset needs an absolute path, e.g. "
-                          f"folder:{Path(where or 'my_images').resolve()}")
+                          f"folder:/home/you/{where or 'my_images'} or folder:~/{where or 'my_images'}")
     seed = options.get("split_seed", "1")
     if not seed.isdigit():
         raise FolderError(f"dataset {name!r}: split_seed must be a non-negative integer, got {seed!r}")
