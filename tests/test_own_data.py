@@ -148,6 +148,21 @@ def test_the_worked_example_runs_a_chapter_on_two_user_folders(tmp_path):
     assert {r.method: r.key for r in s.runs()}["apt"] != keys["apt"]  # an edited source: a new training run
 
 
+def test_capt_sweep_and_run_take_a_folder_through_set(tmp_path):
+    """``--set`` values are YAML: a folder name goes through as it is, into the sweep's runs and keys."""
+    shapes = write_tree(tmp_path / "shapes", "flat", per_class=4)
+    capt_cli = str(Path(sys.executable).parent / "capt")
+    done = subprocess.run([capt_cli, "sweep", "ci", "--only", "04_cross_dataset", "--dry-run", "--set",
+                           f"source=folder:{shapes}", "shots=[1]", "methods=[zeroshot, apt]"], cwd=tmp_path,
+                          env={**_env(), "CAPT_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 runs (1 trained)" in done.stdout
+    from capt.sweep import expand
+
+    tasks = expand("ci", ["04_cross_dataset"], {"source": f"folder:{shapes}", "shots": [1], "methods": ["apt"]})
+    assert {t.run.source.name for t in tasks} == {f"folder:{shapes}"}
+
+
 # -- damage found mid-run ---------------------------------------------------------------------------------
 def test_a_damaged_image_found_mid_run_names_the_file_and_keeps_what_was_stored(tmp_path):
     good = write_tree(tmp_path / "good", "subtrees", per_class=2)
@@ -157,7 +172,8 @@ def test_a_damaged_image_found_mid_run_names_the_file_and_keeps_what_was_stored(
     folder_index(f"folder:{bad}")  # the check before the run passes: the header is sound
     exp = Experiment(tmp_path / "out", device="cpu", progress=False)
     run = RunSpec(method="zeroshot", source=f"folder:{good}", model="mini")
-    with pytest.raises(capt.data.UnreadableImageError, match=re.escape(str(jpg)) + r" is damaged .*replace it"):
+    named = r"cannot read image " + re.escape(str(jpg)) + r" .*replace it with a good copy.*stored so far are kept"
+    with pytest.raises(capt.data.UnreadableImageError, match=named):
         exp.evaluate(run, [f"folder:{good}", f"folder:{bad}"], ["clean"])
     stored = exp.store.read()
     assert set(stored["dataset"]) == {f"folder:{good}"} and len(stored) == 1
@@ -216,5 +232,9 @@ def test_the_apt_profiles_dry_run(tmp_path):
         done = subprocess.run([str(Path(sys.executable).parent / "capt"), "sweep", profile, "--dry-run"], cwd=tmp_path,
                               env={**_env(), "CAPT_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        # the count the reproducibility appendix gives
-        assert "1169 runs (1168 trained), 7831 result rows; 0 complete in the store, 1169 to run" in done.stdout
+        # what the reproducibility appendix quotes, as the command prints it
+        lines = done.stdout.strip().splitlines()
+        assert lines[-2] == "1169 runs (1168 trained), 7831 result rows; 0 complete in the store, 1169 to run"
+        page = (REPO / "book" / "reproducibility.md").read_text()
+        row = next(line for line in page.splitlines() if line.startswith("| `apt` and `apt_eps1` profiles"))
+        assert f"`{lines[-2].split(';')[0]}`" in row and f"`{lines[-1]}`" in row

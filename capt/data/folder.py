@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .base import DEFAULT_TEMPLATES, ImageFiles, UnreadableImageError
-from .splits import SPLIT_NAMES, SplitFileError, read_split
+from .real import IMAGE_EXTENSIONS, _display_name
+from .splits import SPLIT_NAMES, SplitFileError, classnames_from_split, read_split
 
 PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 OPTIONS = ("shift_of", "split_seed")
 # CoOp's read_and_split_data proportions for a dataset without official splits
 TRAIN_FRACTION, VAL_FRACTION = 0.5, 0.2
@@ -89,8 +89,9 @@ def parse(name: str) -> FolderRef:
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
         if key not in OPTIONS or not eq or not value:
-            raise FolderError(f"dataset {name!r}: option {part!r} is not one of {', '.join(o + '=...' for o in OPTIONS)}"
-                              f"; write e.g. folder:/data/sketches?shift_of=folder:/data/photos")
+            choices = ", ".join(o + "=..." for o in OPTIONS)
+            raise FolderError(f"dataset {name!r}: option {part!r} is not one of {choices}; "
+                              "write e.g. folder:/data/sketches?shift_of=folder:/data/photos")
         options[key] = value
     path = Path(os.path.expanduser(where))
     if not where or not path.is_absolute():
@@ -141,8 +142,8 @@ def _scan_class(folder: Path) -> list[tuple[str, int]]:
                 raise _fail(Path(e.path), "a folder inside a class folder",
                             "capt reads the images directly inside each class folder: move them up or delete it")
             if not e.name.lower().endswith(IMAGE_EXTENSIONS):
-                raise _fail(Path(e.path), "not an image file",
-                            f"move it out of the class folder or delete it (image files end in {', '.join(IMAGE_EXTENSIONS)})")
+                raise _fail(Path(e.path), "not an image file", "move it out of the class folder or delete it "
+                            f"(image files end in {', '.join(IMAGE_EXTENSIONS)})")
             out.append((e.name, e.stat().st_size))
     out.sort()
     return out
@@ -187,7 +188,7 @@ def _display_names(root: Path, folders: list[str]) -> list[str]:
                 raise _fail(path, f"line {i} names folder {folder!r}, which is not a class folder",
                             f"use one of {', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}")
             given[folder] = display.strip()
-    names = [given.get(f, f.replace("_", " ").strip()) for f in folders]
+    names = [given.get(f, _display_name(f)) for f in folders]
     seen: dict[str, str] = {}
     for folder, display in zip(folders, names):
         other = seen.setdefault(display.lower(), folder)
@@ -230,8 +231,6 @@ def _split_flat(classes: dict, seed: int, shift: bool) -> dict[str, list[tuple[s
 
 
 def _from_split_file(root: Path, path: Path) -> tuple[list[str], dict]:
-    from .splits import classnames_from_split
-
     try:
         split = read_split(path)
     except SplitFileError as exc:
@@ -250,7 +249,7 @@ def _from_split_file(root: Path, path: Path) -> tuple[list[str], dict]:
                 raise _fail(root / rel, "not an image file", "name only image files in the split file")
             rows.append((rel, label, size))
         out[part] = rows
-    return [n.replace("_", " ") for n in names], out
+    return [_display_name(n) for n in names], out
 
 
 def _check_same_classes(where: Path, trees: dict[str, list[str]]) -> None:
@@ -416,14 +415,7 @@ def check_shots(name: str, shots) -> None:
 class FolderImages(ImageFiles):
     """A folder split's images; an image that cannot be decoded is an error naming the file."""
 
-    def _decode(self, j: int):
-        try:
-            return super()._decode(j)
-        except UnreadableImageError as exc:
-            raise UnreadableImageError(
-                f"dataset {self.name!r}: image {self.path(j)} is damaged ({str(exc).split('(', 1)[-1].split(');')[0]}); "
-                "replace it with a good copy or delete it, then re-run: the results stored so far are kept"
-            ) from None
+    unreadable_fix = "replace it with a good copy or delete it, then re-run: the results stored so far are kept"
 
 
 def load(name: str, split: str, transform: Callable | None = None) -> FolderImages:
