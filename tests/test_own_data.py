@@ -114,28 +114,32 @@ def test_an_edited_folder_gives_new_keys(tmp_path):
 
 
 # -- a chapter through papermill: the page's worked example -------------------------------------------------
-def test_the_worked_example_runs_a_chapter_on_two_user_folders(tmp_path):
+def test_the_worked_example_runs_two_chapters_on_user_folders(tmp_path):
     """The command on the page "Your own data", run as written: source = a flat tree that capt splits,
     target = a train/val/test tree; the split file, the result keys and the rows are checked."""
     data, out = tmp_path / "data", tmp_path / "out"
     shapes = write_tree(data / "shapes", "flat", per_class=6)
     photos = write_tree(data / "photos", "subtrees", per_class=4)
     (photos / "classnames.txt").write_text("circle red circle\n")
+    sketches = write_tree(data / "sketches", "flat", per_class=3, classes={"circle": "circle", "star": "star"})
     text = PAGE.read_text()
     block = text[text.index(BEGIN):text.index(END)]
     command = block[block.index("```bash\n") + 8:block.rindex("```")]
     out.mkdir()
-    done = subprocess.run(["bash", "-c", command.replace("papermill ", f"{Path(sys.executable).parent}/papermill ", 1)],
-                          cwd=REPO, env={**_env(), "DATA": str(data), "OUT": str(out)}, capture_output=True,
-                          text=True, timeout=900)
+    env = {**_env(), "DATA": str(data), "OUT": str(out),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run(["bash", "-ec", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_csv(out / "results" / "results.csv")
-    source, target = f"folder:{shapes}", f"folder:{photos}"
-    assert set(rows["dataset"]) == {source, target}
+    source, target, shift = f"folder:{shapes}", f"folder:{photos}", f"folder:{sketches}?shift_of=folder:{shapes}"
+    assert set(rows["dataset"]) == {source, target, shift}
+    assert dict(zip(rows["dataset"], rows["role"]))[shift] == "shift"
     assert set(rows["method"]) == {"zeroshot", "apt"}
-    # the split files of both folders, in CoOp's format, under the run's outputs; the folders untouched
+    assert (out / "results" / "tables" / "cross_dataset.csv").is_file()
+    # the split files of the folders, in CoOp's format, under the run's outputs; the folders untouched
     splits = sorted((out / "results" / "splits").glob("folder-*.json"))
-    assert [p.name.split("-")[1] for p in splits] == ["photos", "shapes"]
+    assert [p.name.split("-")[1] for p in splits] == ["photos", "shapes", "sketches"]
+    assert list(json.loads(splits[2].read_text())) == ["test"]  # a shift is test-only
     coop = json.loads(next(p for p in splits if "shapes" in p.name).read_text())
     assert set(coop) == {"train", "val", "test"} and all(len(coop[s]) for s in ("train", "test"))
     assert not any(p.suffix == ".json" for p in shapes.rglob("*"))

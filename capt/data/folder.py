@@ -44,7 +44,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -116,9 +116,14 @@ class FolderIndex:
 
     def fingerprint(self, split: str) -> str:
         """sha256 of what a split is made of: class names, templates, and its files with sizes."""
-        body = json.dumps({"classnames": self.classnames, "templates": self.templates,
-                           "split": split, "files": self.splits[split]}, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()
+        return self._fingerprints[split]
+
+    @cached_property
+    def _fingerprints(self) -> dict[str, str]:  # every use of the name asks: hash each split once
+        return {split: hashlib.sha256(json.dumps(
+                    {"classnames": self.classnames, "templates": self.templates, "split": split, "files": files},
+                    separators=(",", ":")).encode()).hexdigest()
+                for split, files in self.splits.items()}
 
     def counts(self, split: str) -> list[int]:
         n = [0] * len(self.classnames)
@@ -313,17 +318,18 @@ def build_index(ref: FolderRef) -> FolderIndex:
 
 
 def _signature(ref: FolderRef) -> tuple:
-    """The folder's directories (two levels: splits and class folders) with their modification times,
-    and those of its optional files: an added, removed or renamed file changes it (no file is stat-ed),
-    so an index cached against it is not stale in that way."""
+    """The folder's directories (the root, its split and class folders) with their modification times,
+    and those of its optional files: an added, removed or renamed file changes it, and no class folder's
+    files are listed or stat-ed, so an index cached against it costs little to check."""
     out, level = [], [ref.path]
-    for _ in range(3):
+    for depth in range(3):
         below = []
         for d in level:
             try:
                 out.append((str(d), d.stat().st_mtime_ns))
-                with os.scandir(d) as it:
-                    below += [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
+                if depth == 0 or (depth == 1 and d.name in SPLIT_NAMES):  # a class folder holds only images
+                    with os.scandir(d) as it:
+                        below += [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
             except OSError:
                 out.append((str(d), None))
         level = below
@@ -374,13 +380,16 @@ def _check_images(index: FolderIndex) -> None:
     _VERIFIED.add(token)
 
 
-def _classnames_of(name: str) -> list[str]:
+def _classnames_of(name: str) -> tuple[str, ...]:
+    return folder_index(name).classnames if is_folder(name) else _registered_classnames(name)
+
+
+@lru_cache(maxsize=None)
+def _registered_classnames(name: str) -> tuple[str, ...]:
+    """A registered dataset's classes (fixed by its code or download: read once per process)."""
     from .registry import get_spec, load_dataset
 
-    if is_folder(name):
-        return list(folder_index(name).classnames)
-    spec = get_spec(name)
-    return load_dataset(name, spec.splits[-1]).classnames
+    return tuple(load_dataset(name, get_spec(name).splits[-1]).classnames)
 
 
 def _check_shift(index: FolderIndex) -> None:
