@@ -167,13 +167,13 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in [
     AttackKind("apgd", "apgd-{steps}", ("eps", "steps"), "torchattacks", "weak",
                lambda s, r: float(s.steps + 1), doc="torchattacks' APGD-CE, one restart"),
     AttackKind("apgdt", "apgdt-{steps}", ("eps", "steps"), "torchattacks", "weak",
-               lambda s, r: 9.0 * (s.steps + 1), doc="torchattacks' APGD-T, 9 target classes"),
+               lambda s, r: 9.0 * (s.steps + 1), doc="torchattacks' APGD-T, min(9, C - 1) target classes"),
     AttackKind("cw", "cw", ("steps",), "torchattacks", "weak", lambda s, r: float(s.steps), options=("c", "lr"),
                doc="torchattacks' L2 Carlini-Wagner (no eps)"),
     AttackKind("aa", "aa", ("eps", "steps"), "capt", "strong",
                lambda s, r: (r * (1 + _targets(s)) + (1 - r) * AA_BREAK_FRACTION) * s.steps,
                options=("targets",), ensemble=True,
-               doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on 9 targets), active set"),
+               doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on min(9, C - 1) targets), active set"),
     AttackKind("autoattack", "autoattack", ("eps", "steps"), "torchattacks", "strong",
                lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), options=("n_queries",),
                doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)"),
@@ -188,7 +188,8 @@ class AttackSpec:
     (``None``: eps/4), ``options`` (kind-specific, see :data:`KINDS`). A field the kind does not read must
     stay at its default. ``autoattack`` chains torchattacks' APGD-CE, APGD-T (9 target classes), FAB-T
     (9 targets), each with ``steps`` iterations (100 by default), and Square with 5000 queries: the
-    reference "standard" settings, run by torchattacks' implementations. ``aa`` is capt's own APGD-CE +
+    reference "standard" settings, run by torchattacks' implementations (with C < 10 classes, C - 1
+    targets; with C < 4, logits padded as :class:`_AtLeastFourLogits` says). ``aa`` is capt's own APGD-CE +
     APGD-T (``options={"targets": 9}``) with an active set (:mod:`capt.apgd`)."""
 
     name: str

@@ -48,7 +48,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
-from .base import DEFAULT_TEMPLATES, ImageFiles, UnreadableImageError
+from .base import DEFAULT_TEMPLATES, ImageFiles
 from .real import IMAGE_EXTENSIONS, _display_name
 from .splits import SPLIT_NAMES, SplitFileError, classnames_from_split, read_split
 
@@ -70,7 +70,7 @@ class FolderRef:
     name: str
     path: Path
     shift_of: Optional[str] = None
-    split_seed: int = 1
+    split_seed: Optional[int] = None  # None: 1 (given only where capt splits a flat tree)
 
     @property
     def role(self) -> str:
@@ -97,10 +97,10 @@ def parse(name: str) -> FolderRef:
     if not where or not path.is_absolute():
         raise FolderError(f"dataset {name!r}: a folder dataset needs an absolute path, e.g. "
                           f"folder:/home/you/{where or 'my_images'} or folder:~/{where or 'my_images'}")
-    seed = options.get("split_seed", "1")
-    if not seed.isdigit():
+    seed = options.get("split_seed")
+    if seed is not None and not seed.isdigit():
         raise FolderError(f"dataset {name!r}: split_seed must be a non-negative integer, got {seed!r}")
-    return FolderRef(name, path, options.get("shift_of"), int(seed))
+    return FolderRef(name, path, options.get("shift_of"), None if seed is None else int(seed))
 
 
 # -- indexing: folders and sizes, no image decoded ----------------------------------------------------
@@ -299,7 +299,10 @@ def build_index(ref: FolderRef) -> FolderIndex:
         layout = "flat"
         classes = _class_tree(root)
         classnames = _display_names(root, list(classes))
-        splits = _split_flat(classes, ref.split_seed, bool(ref.shift_of))
+        splits = _split_flat(classes, 1 if ref.split_seed is None else ref.split_seed, bool(ref.shift_of))
+    if ref.split_seed is not None and (layout != "flat" or ref.shift_of):
+        raise _fail(ref.name, "split_seed is given, but capt splits nothing here (the folder has its own split, "
+                    "or is a shift)", "remove ?split_seed=...")
     if len(classnames) < 2:
         raise _fail(root, f"only one class ({classnames[0]!r})",
                     "a classifier needs at least two class folders")
