@@ -545,6 +545,10 @@ CASES: dict[str, Case] = {
     "folder-template": Case(D, "`templates.txt` with a line lacking `{}`",
                             lambda c: _load_folder(c, "tpl", edit=lambda r: _write(r / "templates.txt", "a photo\n")),
                             "FolderError", r"templates.txt: template 'a photo' does not hold exactly one '\{\}'"),
+    "folder-split-seed": Case(D, "`?split_seed=2` on a folder that has its own `train/` and `test/`",
+                              lambda c: _load_folder(c, "own_split", layout="subtrees", per_class=2,
+                                                     option="?split_seed=2"),
+                              "FolderError", r"split_seed is given, but capt splits nothing here .*remove \?split_seed"),
     "mini-words": Case(L, "`PromptedCLIP(load_clip('mini'), ['sneaker', 'ankle boot'])` (words the mini CLIP lacks)",
                        lambda c: capt.PromptedCLIP(c.mini, ["sneaker", "ankle boot"], prompt="none"),
                        "UnknownWordsError", r"the mini CLIP cannot read 'sneaker', 'ankle', 'boot' .*"
