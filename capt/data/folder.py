@@ -216,14 +216,14 @@ def _templates(root: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _split_flat(classes: dict, seed: int, shift: bool) -> dict[str, list[tuple[str, int, int]]]:
+def _split_flat(root: Path, classes: dict, seed: int, shift: bool) -> dict[str, list[tuple[str, int, int]]]:
     """A seeded split of every class (CoOp's proportions); a shift keeps everything as test."""
     if shift:
         return {"test": [(f"{c}/{f}", y, s) for y, c in enumerate(classes) for f, s in classes[c]]}
     out = {k: [] for k in SPLIT_NAMES}
     for y, (c, files) in enumerate(classes.items()):
         if len(files) < 2:
-            raise _fail(f"class folder {c!r}", f"only {len(files)} image, too few to split into train and test",
+            raise _fail(root / c, f"only {len(files)} image, too few to split into train and test",
                         "add images (at least 2 per class), or give train/ and test/ folders")
         order = list(files)
         random.Random(f"{seed}:{c}").shuffle(order)
@@ -299,7 +299,7 @@ def build_index(ref: FolderRef) -> FolderIndex:
         layout = "flat"
         classes = _class_tree(root)
         classnames = _display_names(root, list(classes))
-        splits = _split_flat(classes, 1 if ref.split_seed is None else ref.split_seed, bool(ref.shift_of))
+        splits = _split_flat(root, classes, 1 if ref.split_seed is None else ref.split_seed, bool(ref.shift_of))
     if ref.split_seed is not None and (layout != "flat" or ref.shift_of):
         raise _fail(ref.name, "split_seed is given, but capt splits nothing here (the folder has its own split, "
                     "or is a shift)", "remove ?split_seed=...")
