@@ -157,6 +157,21 @@ def _targets(spec) -> int:
     return int(spec.options.get("targets", TARGETS))
 
 
+class _AtLeastFourLogits(nn.Module):
+    """torchattacks' targeted DLR reads the third and fourth largest logits, which fewer than four classes
+    lack. Pad with the smallest logit (minus a hair, so a pad never outranks a real class): the rule
+    :func:`capt.apgd.dlr_targeted` documents, and a pad is never a prediction or a target."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.classifier(images)
+        pad = z.min(dim=1, keepdim=True).values - 1e-6
+        return torch.cat([z, pad.expand(-1, 4 - z.shape[1])], dim=1)
+
+
 @dataclass
 class _Target:
     """What an attack is built against: the model, its cached text features (None: not cached), the PGD
@@ -185,6 +200,15 @@ class _Target:
                 return atk(x, y).detach()
 
         return run
+
+    def targeted(self) -> tuple[nn.Module, int, int]:
+        """The classifier, class count and target count for torchattacks' targeted attacks: min(9, C - 1)
+        targets as the reference attacks, and fewer than four classes padded (see _AtLeastFourLogits)."""
+        classifier, n_classes = self.classifier, self.num_classes
+        targets = min(TARGETS, n_classes - 1)
+        if n_classes < 4:
+            classifier, n_classes = _AtLeastFourLogits(classifier), 4
+        return classifier, n_classes, targets
 
 
 def _build_noise(spec, t: _Target):
@@ -224,8 +248,11 @@ def _build_apgd(spec, t: _Target):
 def _build_apgdt(spec, t: _Target):
     import torchattacks
 
-    return t.seeded(torchattacks.APGDT(t.classifier, norm="Linf", eps=spec.eps, steps=spec.steps, n_restarts=1,
-                                       n_classes=t.num_classes, seed=t.seed))
+    classifier, n_classes, targets = t.targeted()
+    atk = torchattacks.APGDT(classifier, norm="Linf", eps=spec.eps, steps=spec.steps, n_restarts=1,
+                             n_classes=n_classes, seed=t.seed)
+    atk.n_target_classes = targets
+    return t.seeded(atk)
 
 
 def _build_cw(spec, t: _Target):
@@ -241,11 +268,11 @@ def _build_autoattack(spec, t: _Target):
 
     # Assembled from torchattacks' parts with the reference "standard" settings: torchattacks' own
     # AutoAttack class runs 10 steps and all n-1 target classes, the reference 100 steps and 9 targets.
-    classifier, n_classes = t.classifier, t.num_classes
+    classifier, n_classes, targets = t.targeted()
     common = dict(norm="Linf", eps=spec.eps, n_restarts=1, seed=t.seed)
     apgdt = torchattacks.APGDT(classifier, steps=spec.steps, n_classes=n_classes, **common)
     fabt = torchattacks.FAB(classifier, steps=spec.steps, multi_targeted=True, n_classes=n_classes, **common)
-    apgdt.n_target_classes = fabt.n_target_classes = min(TARGETS, n_classes - 1)
+    apgdt.n_target_classes = fabt.n_target_classes = targets
     return t.seeded(torchattacks.MultiAttack([
         torchattacks.APGD(classifier, steps=spec.steps, loss="ce", **common), apgdt, fabt,
         torchattacks.Square(classifier, n_queries=spec.options.get("n_queries", 5000), **common)]))
@@ -266,13 +293,13 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in [
     AttackKind("apgd", "apgd-{steps}", ("eps", "steps"), "torchattacks", "weak",
                lambda s, r: float(s.steps + 1), build=_build_apgd, doc="torchattacks' APGD-CE, one restart"),
     AttackKind("apgdt", "apgdt-{steps}", ("eps", "steps"), "torchattacks", "weak",
-               lambda s, r: 9.0 * (s.steps + 1), build=_build_apgdt, doc="torchattacks' APGD-T, 9 target classes"),
+               lambda s, r: 9.0 * (s.steps + 1), build=_build_apgdt, doc="torchattacks' APGD-T, min(9, C - 1) target classes"),
     AttackKind("cw", "cw", ("steps",), "torchattacks", "weak", lambda s, r: float(s.steps), build=_build_cw, options=("c", "lr"),
                doc="torchattacks' L2 Carlini-Wagner (no eps)"),
     AttackKind("aa", "aa", ("eps", "steps"), "capt", "strong",
                lambda s, r: (r * (1 + _targets(s)) + (1 - r) * AA_BREAK_FRACTION) * s.steps,
                build=_build_aa, options=("targets",), ensemble=True,
-               doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on 9 targets), active set"),
+               doc="AutoAttack's standard white-box part in capt (APGD-CE, APGD-T on min(9, C - 1) targets), active set"),
     AttackKind("autoattack", "autoattack", ("eps", "steps"), "torchattacks", "strong",
                lambda s, r: (s.steps + 1) + r * _TA_AA_AFTER_CE(s.steps), build=_build_autoattack, options=("n_queries",),
                doc="standard AutoAttack assembled from torchattacks' parts (the cross-check of aa)",
@@ -298,7 +325,8 @@ class AttackSpec:
     (``None``: eps/4), ``options`` (kind-specific, see :data:`KINDS`). A field the kind does not read must
     stay at its default. ``autoattack`` chains torchattacks' APGD-CE, APGD-T (9 target classes), FAB-T
     (9 targets), each with ``steps`` iterations (100 by default), and Square with 5000 queries: the
-    reference "standard" settings, run by torchattacks' implementations. ``aa`` is capt's own APGD-CE +
+    reference "standard" settings, run by torchattacks' implementations (with C < 10 classes, C - 1
+    targets; with C < 4, logits padded as :class:`_AtLeastFourLogits` says). ``aa`` is capt's own APGD-CE +
     APGD-T (``options={"targets": 9}``) with an active set (:mod:`capt.apgd`)."""
 
     name: str

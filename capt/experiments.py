@@ -24,6 +24,7 @@ import torch
 from .attacks import FAMILIES, AttackSpec
 from .data import LabeledImages, fingerprint, get_spec, load_dataset
 from .data.fewshot import base_new_split, sample_few_shot, validate_shots
+from .data.registry import record_split
 from .evaluate import as_attack_spec, evaluate
 from .io import atomic_write_text
 from .methods import get_method
@@ -171,6 +172,7 @@ class Experiment:
 
     def train_data(self, spec: RunSpec) -> LabeledImages:
         """The few-shot training set (sampled over all classes first, then halved: CoCoOp's order)."""
+        record_split(spec.source.name, self.out_dir / "splits")  # a folder's split, written down for audit
         whole = load_dataset(spec.source.name, "train", root=self.data_root, transform=self.clip(spec).preprocess)
         shot = sample_few_shot(whole, spec.shots, spec.seed, cache_dir=self.out_dir / "splits")
         if spec.source.classes == "all":
@@ -226,6 +228,7 @@ class Experiment:
             for ref, missing in todo.items():
                 if not missing:
                     continue
+                record_split(ref.name, self.out_dir / "splits")
                 data = ref.load("test", self.data_root, self.clip(spec).preprocess)
                 model = self.build(spec, data.classnames, data.templates)
                 model.load_prompt_state_dict(prompts)

@@ -52,12 +52,18 @@ def default_vocab() -> list[str]:
     return [PAD, SOT, UNK, ".", ",", PLACEHOLDER] + words + [EOT]
 
 
+class UnknownWordsError(ValueError):
+    """A text with words the mini CLIP's vocabulary lacks; the message names them and the fix."""
+
+
 class MiniTokenizer:
     """Word-level tokenizer: one token per word or punctuation mark, lower-cased (except ``X``).
 
     ``tokenizer(texts, context_length=None) -> LongTensor (N, context_length)``: ``SOT w1 ... wk EOT``
-    then zero padding, like open_clip's tokenizer (too long texts are cut and end in EOT). Unknown
-    words map to ``<unk>``. The EOT id is the largest id, so open_clip's argmax pooling finds it.
+    then zero padding, like open_clip's tokenizer (too long texts are cut and end in EOT). A word
+    outside the vocabulary is an error naming it (mapping it to ``<unk>`` would give two class names
+    such as "sneaker" and "ankle boot" the same text features). The EOT id is the largest id, so
+    open_clip's argmax pooling finds it.
     """
 
     def __init__(self, vocab: Sequence[str] | None = None, context_length: int = CONTEXT_LENGTH):
@@ -79,8 +85,24 @@ class MiniTokenizer:
         return [w if w == PLACEHOLDER else w.lower() for w in _TOKEN_RE.findall(text)]
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of one text, without SOT/EOT."""
-        return [self.index.get(w, self.unk_id) for w in self.words(text)]
+        """Token ids of one text, without SOT/EOT; a word the vocabulary lacks is an error."""
+        self.check([text])
+        return [self.index[w] for w in self.words(text)]
+
+    def check(self, texts: Sequence[str]) -> None:
+        """Fail naming every word of ``texts`` the vocabulary lacks, and the fix."""
+        unknown = {}
+        for text in texts:
+            for w in self.words(text):
+                if w not in self.index:
+                    unknown.setdefault(w, text)
+        if unknown:
+            first = next(iter(unknown.values()))
+            raise UnknownWordsError(
+                f"the mini CLIP cannot read {', '.join(map(repr, unknown))} (e.g. in {first!r}): it knows only the "
+                f"{len(self.vocab)} tokens of the mini world (capt.mini_model.default_vocab()). Use class names and "
+                "templates in those words, or a real CLIP: model='ViT-B-32', pretrained='openai' (or a local "
+                "weights file)")
 
     def decode(self, ids: Iterable[int]) -> str:
         words = [self.vocab[int(i)] for i in ids if int(i) not in (self.pad_id, self.sot_id, self.eot_id)]
@@ -92,6 +114,7 @@ class MiniTokenizer:
         length = self.context_length if context_length is None else int(context_length)
         if length < 2:
             raise ValueError("context_length must leave room for SOT and EOT")
+        self.check(texts)
         out = torch.zeros(len(texts), length, dtype=torch.long)
         for i, text in enumerate(texts):
             ids = [self.sot_id] + self.encode(text)[: length - 2] + [self.eot_id]

@@ -28,6 +28,7 @@ import yaml
 from .attacks import ATTACKS, AttackSpec
 from .chapters import get_chapter
 from .data.fewshot import validate_shots
+from .data.registry import check_shots
 from .experiments import Experiment, RunSpec, as_ref
 from .methods import METHODS, get_method
 from .paths import resolve
@@ -56,7 +57,7 @@ class Settings:
 
     profile: str | None = None  # the profile these values came from (names the default out_dir)
     model: str = "ViT-B-32"  # "mini", or an open_clip name
-    pretrained: str | None = "openai"  # open_clip weights tag or a local weights file
+    pretrained: str | None = "openai"  # open_clip weights tag or a local weights file (relative: to the workspace)
     data_root: str | None = None  # real datasets in CoOp's layout; relative to the workspace
     out_dir: str | None = None  # None: outputs/<profile> in the workspace
     device: str | None = None  # None: CUDA when available, else CPU
@@ -115,6 +116,8 @@ class Settings:
         for s in self.seeds:
             check_number("seed", s, low=0, integer=True)
         self.shots = [validate_shots(k) for k in self.shots]
+        for d in dict.fromkeys([self.source, *self.datasets]):  # a user's folder: enough images per class?
+            check_shots(as_ref(d).name, self.shots)
         for e in [*self.eps_list, *(getattr(self, n) for n in _EPS)]:
             check_eps(e)
         for k in self.steps_list:
@@ -186,6 +189,15 @@ class Settings:
         """The results folder (absolute): ``out_dir``, or outputs/<profile>, in the workspace."""
         return resolve(self.out_dir if self.out_dir is not None else f"outputs/{self.profile or 'default'}")
 
+    @property
+    def weights(self) -> str | None:
+        """``pretrained`` as the model loader takes it: a tag as it is, a local weights file resolved
+        against the workspace (like ``data_root``), so a profile can name ``weights/robust.pt``."""
+        from .models import _is_path_like
+
+        p = self.pretrained
+        return str(resolve(p)) if p is not None and _is_path_like(p) else p
+
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, eps=self.train_eps,
                            alpha=self.train_alpha, steps=self.train_steps)
@@ -197,7 +209,7 @@ class Settings:
 
     def run_values(self) -> dict:
         """The model and prompt shape every run of these settings trains (RunSpec's fields)."""
-        return dict(model=self.model, pretrained=self.pretrained, n_ctx=self.n_ctx, depth=self.depth,
+        return dict(model=self.model, pretrained=self.weights, n_ctx=self.n_ctx, depth=self.depth,
                     ctx_init=self.ctx_init)
 
     def pgd(self, eps: float | None = None, steps: int | None = None) -> AttackSpec:

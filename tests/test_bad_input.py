@@ -15,6 +15,7 @@ import io
 import json
 import re
 import runpy
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,7 @@ from conftest import MINI_RUN
 from conftest import make_tiny_clip
 from generated_page import check_generated_region
 from fixtures_data import make_eurosat, write_image
+from user_folders import write_image as draw_image, write_tree
 
 # The committed mini CLIP's architecture, read from its card so the expected messages follow the checkpoint
 _MINI = json.loads(DEFAULT_REPORT.read_text())["config"]
@@ -287,6 +289,26 @@ def _sha_mismatch(ctx):
     download(src.resolve().as_uri(), ctx.tmp / "dl" / "archive.zip", sha256="0" * 64, progress=False)
 
 
+def _folder(ctx, name, layout="flat", per_class=4, classes=None, edit=None, option="") -> str:
+    """A user's folder ``folder:TMP/user/<name>`` (written once), changed by ``edit(root)``."""
+    root = ctx.tmp / "user" / name
+    if not root.exists():
+        if layout == "empty":
+            root.mkdir(parents=True)
+        else:
+            write_tree(root, layout, per_class, classes)
+        if edit is not None:
+            edit(root)
+    return f"folder:{root}{option}"
+
+
+def _load_folder(ctx, name, **kw):
+    return load_dataset(_folder(ctx, name, **kw), "test")
+
+
+_TWO = {"circle": "circle", "square": "square"}
+
+
 def _store(ctx, name, text):
     from capt.results import ResultStore
 
@@ -381,11 +403,11 @@ CASES: dict[str, Case] = {
     "train-momentum": Case(L, "`TrainConfig(momentum=1.5)`", lambda c: TrainConfig(momentum=1.5), "ValueError",
                            r"momentum must be <= 1, got 1.5"),
     "train-mismatch": Case(L, "`train(text-prompt model, data, 'capt')` (method needs maple prompts)",
-                           lambda c: capt.train.train(capt.PromptedCLIP(c.mini, ["a", "b"], prompt="text"),
+                           lambda c: capt.train.train(capt.PromptedCLIP(c.mini, ["circle", "star"], prompt="text"),
                                                       c.shape_test, "capt", progress=False), "ValueError",
                            r"method 'capt' trains 'maple' prompts but the model has 'text'"),
     "evaluate-classes": Case(L, "`evaluate` a 2-class model on a dataset with more classes",
-                             lambda c: capt.evaluate.evaluate(capt.PromptedCLIP(c.mini, ["a", "b"], prompt="none"),
+                             lambda c: capt.evaluate.evaluate(capt.PromptedCLIP(c.mini, ["circle", "star"], prompt="none"),
                                                               c.shape_test, ["clean"], progress=False), "ValueError",
                              r"dataset 'mini_shape' has \d+ classes but the model was built for 2"),
     "evaluate-empty": Case(L, "`evaluate` on an empty dataset",
@@ -423,7 +445,7 @@ CASES: dict[str, Case] = {
                              r"names unknown chapters \['99_nope'\]; valid choices: .*04_cross_dataset"),
     # the command line
     "cli-profile": Case(X, "`capt run nope`", lambda c: cli("run", "nope"), "exit 2",
-                        r"capt: unknown profile 'nope'; valid choices: ci, mini, paper"),
+                        r"capt: unknown profile 'nope'; valid choices: apt, apt_eps1, ci, mini, paper"),
     "cli-only": Case(X, "`capt run mini --only nope`", lambda c: cli("run", "mini", "--only", "nope"), "exit 2",
                      r"capt: unknown notebooks \['nope'\]; valid choices: .*04_cross_dataset"),
     "cli-set-form": Case(X, "`capt run mini --set seeds`", lambda c: cli("run", "mini", "--set", "seeds"), "exit 1",
@@ -462,6 +484,76 @@ CASES: dict[str, Case] = {
                             r"this looks like a profile file .* -p profile paper"),
     "nb-depth": Case(P, "`depth=12` (deeper than the mini CLIP)", lambda c: notebook(c, depth=12), NB_ERROR,
                      r"depth=12 is larger than the encoder"),
+    "nb-folder-shots": Case(P, "`source='folder:…'` whose classes have 2 training images, `shots=[16]`",
+                            lambda c: notebook(c, source=_folder(c, "few"), shots=[16]), "FolderError in the Settings cell",
+                            r"few: shots=16 asked, but class 'circle' has only 2 training images .*use shots <= 2"),
+    "nb-folder-missing": Case(P, "`targets=['folder:…/nowhere']` (no such folder)",
+                              lambda c: notebook(c, targets=[f"folder:{c.tmp / 'nowhere'}"]),
+                              "FolderError in the Settings cell", r"nowhere: no such folder; check the path"),
+    # a user's folder (folder:/abs/path; book page "Your own data")
+    "folder-relative": Case(D, "`load_dataset('folder:my_images')` (a relative path)",
+                            lambda c: load_dataset("folder:my_images"), "FolderError",
+                            r"a folder dataset needs an absolute path, e.g. folder:/"),
+    "folder-option": Case(D, "`folder:/data/x?shiftof=…` (an unknown option)",
+                          lambda c: load_dataset("folder:/data/x?shiftof=mini_source"), "FolderError",
+                          r"option 'shiftof=mini_source' is not one of shift_of=..., split_seed=..."),
+    "folder-empty": Case(D, "a folder with no class folders", lambda c: _load_folder(c, "empty", layout="empty"),
+                         "FolderError", r"empty: no class folders; make one sub-folder per class"),
+    "folder-empty-class": Case(D, "an empty class folder",
+                               lambda c: _load_folder(c, "hollow", edit=lambda r: (r / "star_empty").mkdir()),
+                               "FolderError", r"star_empty: an empty class folder; add images of this class or delete"),
+    "folder-one-class": Case(D, "a folder with a single class folder",
+                             lambda c: _load_folder(c, "single", classes={"circle": "circle"}), "FolderError",
+                             r"single: only one class \('circle'\); a classifier needs at least two class folders"),
+    "folder-loose-image": Case(D, "an image outside any class folder",
+                               lambda c: _load_folder(c, "loose", edit=lambda r: draw_image(r / "stray", "star",
+                                                                                             (9, 9, 9), 0)),
+                               "FolderError", r"stray.png: an image outside any class folder; put every image"),
+    "folder-non-image": Case(D, "a text file in a class folder",
+                             lambda c: _load_folder(c, "notes", edit=lambda r: _write(r / "circle" / "notes.txt", "x")),
+                             "FolderError", r"notes.txt: not an image file; move it out of the class folder"),
+    "folder-corrupt": Case(D, "a `.png` that is not an image",
+                           lambda c: _load_folder(c, "corrupt", edit=lambda r: _write(r / "square" / "bad.png",
+                                                                                      "not a png")),
+                           "FolderError", r"bad.png: not a readable image \(UnidentifiedImageError.*replace it with a good"),
+    "folder-empty-file": Case(D, "an empty `.jpg` file",
+                              lambda c: _load_folder(c, "zero", edit=lambda r: _write(r / "star" / "zero.jpg", b"")),
+                              "FolderError", r"zero.jpg: not a readable image \(OSError: the file is empty\)"),
+    "folder-split-classes": Case(D, "`train/` and `test/` with different class folders",
+                                 lambda c: _load_folder(c, "uneven", layout="subtrees", per_class=2,
+                                                        edit=lambda r: shutil.rmtree(r / "test" / "star")),
+                                 "FolderError", r"test/ and train/ hold different class folders \(only in train/: "
+                                                r"\['star'\]; only in test/: none\)"),
+    "folder-split-file": Case(D, "a CoOp split file naming an image that is not there",
+                              lambda c: _load_folder(c, "coop", classes=_TWO, edit=lambda r: _write(
+                                  r / "split_mine.json", json.dumps({"train": [["circle/gone.png", 0, "circle"]],
+                                                                     "test": [["square/gone.png", 1, "square"]]}))),
+                              "FolderError", r"split_mine.json: train names 'circle/gone.png', which is not in"),
+    "folder-shift-classes": Case(D, "a shift with a class its source lacks",
+                                 lambda c: _load_folder(c, "sketch", classes={"circle": "circle", "hexagon": "circle"},
+                                                        option=f"?shift_of={_folder(c, 'src', classes=_TWO)}"),
+                                 "FolderError", r"classes \['hexagon'\] are not classes of its source 'folder:.*src'"),
+    "folder-same-name": Case(D, "`classnames.txt` giving two folders the same display name",
+                             lambda c: _load_folder(c, "twins", edit=lambda r: _write(
+                                 r / "classnames.txt", "circle round shape\nsquare round shape\n")),
+                             "FolderError", r"classnames.txt: class folders 'circle' and 'square' have the same "
+                                            r"display name 'round shape'"),
+    "folder-classnames-folder": Case(D, "`classnames.txt` naming a folder that is not there",
+                                     lambda c: _load_folder(c, "typo", edit=lambda r: _write(
+                                         r / "classnames.txt", "cirle circle\n")),
+                                     "FolderError", r"classnames.txt: line 1 names folder 'cirle', which is not a "
+                                                    r"class folder; use one of circle, square, star"),
+    "folder-template": Case(D, "`templates.txt` with a line lacking `{}`",
+                            lambda c: _load_folder(c, "tpl", edit=lambda r: _write(r / "templates.txt", "a photo\n")),
+                            "FolderError", r"templates.txt: template 'a photo' does not hold exactly one '\{\}'"),
+    "folder-split-seed": Case(D, "`?split_seed=2` on a folder that has its own `train/` and `test/`",
+                              lambda c: _load_folder(c, "own_split", layout="subtrees", per_class=2,
+                                                     option="?split_seed=2"),
+                              "FolderError", r"split_seed is given, but capt splits nothing here .*remove \?split_seed"),
+    "mini-words": Case(L, "`PromptedCLIP(load_clip('mini'), ['sneaker', 'ankle boot'])` (words the mini CLIP lacks)",
+                       lambda c: capt.PromptedCLIP(c.mini, ["sneaker", "ankle boot"], prompt="none"),
+                       "UnknownWordsError", r"the mini CLIP cannot read 'sneaker', 'ankle', 'boot' .*"
+                                            r"model='ViT-B-32', pretrained='openai'"),
     # data
     "dataset-name": Case(D, "`load_dataset('imagenette')`", lambda c: load_dataset("imagenette"), "ValueError",
                          r"unknown dataset 'imagenette'; valid choices: caltech101, dtd, eurosat"),
@@ -502,7 +594,7 @@ CASES: dict[str, Case] = {
                               lambda c: capt.train.load_prompts(c.maple(), c.tiny_checkpoint()), "ValueError",
                               rf"was trained on another architecture \(widths 48/64, model {_MINI['vision_cfg']['width']}/{_MINI['text_cfg']['width']}\)"),
     "ckpt-classes": Case(D, "prompts trained on another class list (`same_classes=True`)",
-                         lambda c: capt.train.load_prompts(c.maple(classnames=["a", "b"]), c.mini_checkpoint(),
+                         lambda c: capt.train.load_prompts(c.maple(classnames=["circle", "star"]), c.mini_checkpoint(),
                                                            same_classes=True), "ValueError",
                          r"was trained on another class list \(\d+ classes, first \['circle', "),
     "ckpt-shape": Case(D, "prompts of another prompt depth",
@@ -610,5 +702,8 @@ def render_table(results: dict, tmp: Path) -> str:
 
 def test_reliability_table_is_current(outcomes):
     results, tmp = outcomes
+    counted = re.search(r"\((\d+) cases, in the table at the end\)", PAGE.read_text())
+    assert counted and int(counted.group(1)) == len(CASES), \
+        f"book/reliability.md counts {counted and counted.group(1)} bad-input cases; the table has {len(CASES)}"
     check_generated_region(PAGE, BEGIN, END, render_table(results, tmp), "bad-input table",
                            "CAPT_WRITE_TABLE=1 .venv/bin/python -m pytest tests/test_bad_input.py -q")

@@ -97,7 +97,7 @@ FLOORS = [
     ("ground: where things are, checks, atomic files, the chapter table",
      {"paths", "validation", "io", "results", "chapters", "apgd", "data.base"}),
     ("data", {"data", "data.registry", "data.splits", "data.fewshot", "data.transfer", "data.disk_cache",
-              "data.miniworld", "data.real", "data.download", "data.status", "data.cli"}),
+              "data.miniworld", "data.real", "data.folder", "data.download", "data.status", "data.cli"}),
     ("model core", {"objectives", "prompts", "attacks", "methods", "mini_model", "models", "train", "evaluate",
                     "stats"}),
     ("experiments", {"experiments", ""}),

@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import capt
+
 from capt.data import load_dataset
 from capt.mini_model import (DEFAULT_CHECKPOINT, DEFAULT_REPORT, EOT, MODEL_CONFIG, MiniCheckpointError,
-                             MiniTokenizer, build_mini, count_parameters, default_vocab, load_mini)
+                             MiniTokenizer, UnknownWordsError, build_mini, count_parameters, default_vocab,
+                             load_mini)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +50,14 @@ def test_one_token_per_word_and_padding():
 
 def test_unknown_words_truncation_and_case():
     tok = MiniTokenizer()
-    ids = tok("A Zebra, on the LEFT.")[0].tolist()
-    assert ids[:8] == [tok.sot_id, tok.index["a"], tok.unk_id, tok.index[","], tok.index["on"],
+    ids = tok("A Star, on the LEFT.")[0].tolist()
+    assert ids[:8] == [tok.sot_id, tok.index["a"], tok.index["star"], tok.index[","], tok.index["on"],
                        tok.index["the"], tok.index["left"], tok.index["."]]
+    # a word outside the vocabulary is refused, named, never mapped to <unk> (two classes would share features)
+    with pytest.raises(UnknownWordsError, match=r"cannot read 'zebra', 'sneaker' .*model='ViT-B-32'"):
+        tok(["a photo of a Zebra.", "a sneaker on the left"])
+    with pytest.raises(UnknownWordsError, match=r"cannot read 'sneaker', 'ankle', 'boot'"):
+        capt.PromptedCLIP(capt.load_clip("mini"), ["sneaker", "ankle boot"], prompt="none")
     long = tok(" ".join(["red"] * 50), context_length=8)[0]
     assert long.tolist() == [tok.sot_id] + [tok.index["red"]] * 6 + [tok.eot_id]
     with pytest.raises(ValueError):

@@ -159,7 +159,7 @@ def test_profiles_work_outside_a_checkout(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(profile="nope"), "unknown profile 'nope'; valid choices: ci, mini, paper"),
+    (dict(profile="nope"), "unknown profile 'nope'; valid choices: apt, apt_eps1, ci, mini, paper"),
     (dict(chapter="99_nope"), "unknown chapter '99_nope'; valid choices: 00_mini_world"),
     (dict(eval_eps="4/0"), "eval_eps must be a number or a fraction like 4/255"),
     (dict(strong_attack="nope"), "unknown strong_attack 'nope'"),

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from capt.methods import METHODS
-from capt.reported import REPORTED, STATUS, beside, markdown_table, reference_rows
+from capt.reported import PAPERS, REPORTED, STATUS, beside, markdown_table, reference_rows
 
 PAGE = Path(__file__).resolve().parent.parent / "book" / "published.md"
 
@@ -19,7 +19,9 @@ def test_the_book_page_renders_exactly_the_data():
 
 
 def test_every_value_names_its_source_and_a_method_we_run():
-    assert all(r.method in METHODS and "Table" in r.source and r.status == STATUS for r in REPORTED)
+    assert all(r.method in METHODS and r.status == STATUS and any(r.source.startswith(k) for k in PAPERS)
+               for r in REPORTED)
+    assert all("Table" in r.source for r in REPORTED if r.source.startswith("FAP"))
     assert all(v is None or 0 <= v <= 100 for r in REPORTED for v in (r.clean, r.robust))
 
 
@@ -60,3 +62,13 @@ def test_chapter_view_puts_the_published_values_beside_ours_only_for_their_setti
     assert pd.isna(t.loc["capt", "clean (reported)"]) and "Table 8" in t.loc["fap", "reported in"]
     out = chapter_view(rows, Settings.from_profile("mini", "04_cross_dataset"))
     assert isinstance(out, report.Reading) and "No published numbers for this setting (mini, eps 3/255" in out.text
+
+
+def test_apt_protocol_rows_are_reported_on_the_page_only():
+    """DEFEAT's re-run in APT's protocol (16 shots, 11-set mean): APT ahead of FAP, no chapter shows it."""
+    rows = reference_rows()
+    defeat = rows[rows["source"].str.startswith("DEFEAT")]
+    assert {m: (c, r) for m, c, r in zip(defeat["method"], defeat["clean"], defeat["robust"])} == \
+        {"apt": (51.08, 20.26), "fap": (50.50, 19.82)}
+    assert defeat["chapter"].isna().all() and (defeat["shots"] == 16).all()
+    assert reference_rows("04_cross_dataset", model="ViT-B-32-quickgelu").empty

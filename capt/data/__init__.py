@@ -6,7 +6,7 @@ from .registry import DatasetSpec, dataset_names, fingerprint, get_spec, load_da
 # Importing these modules registers their datasets (when they exist yet).
 from importlib import import_module as _import_module
 
-for _mod in ("real", "miniworld"):
+for _mod in ("real", "miniworld", "folder"):
     try:
         _import_module(f"{__name__}.{_mod}")
     except ModuleNotFoundError as _exc:  # a module not written yet; any other import error is real

@@ -126,6 +126,9 @@ class ImageFiles(LabeledImages):
     ``skip_unreadable=True``, is replaced by the next readable item and counted in ``self.skipped``.
     """
 
+    #: what an unreadable file's message tells the user to do
+    unreadable_fix = "re-run its data script, or pass skip_unreadable=True to skip such files"
+
     def __init__(self, name, root: str | Path, paths: Sequence[str], labels, classnames,
                  templates=DEFAULT_TEMPLATES, transform: Callable | None = None,
                  skip_unreadable: bool = False):
@@ -148,8 +151,7 @@ class ImageFiles(LabeledImages):
                 im.load()
         except Exception as exc:  # PIL raises many types; all mean "this file is unusable"
             raise UnreadableImageError(
-                f"dataset {self.name!r}: cannot read image {path} ({type(exc).__name__}: {exc}); "
-                "re-run its data script, or pass skip_unreadable=True to skip such files"
+                f"dataset {self.name!r}: cannot read image {path} ({type(exc).__name__}: {exc}); {self.unreadable_fix}"
             ) from None
         if self.transform is None:
             import numpy as np
