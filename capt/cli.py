@@ -63,7 +63,7 @@ def _book(args) -> int:
     if not args.no_run:
         _prefill(args.profile, overrides, args.workers)
         run_profile(args.profile, ROOT / "book" / "experiments", overrides=overrides)
-    write_glance(args.profile, overrides, ROOT / "book" / "experiments" / "glance.md")
+    write_book_pages(args.profile, overrides, ROOT / "book" / "experiments")
     print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
     cmd = jupyter_book_build(ROOT)
     if args.strict:
@@ -105,7 +105,67 @@ def write_glance(profile, overrides: dict, path: Path) -> Path:
     for chapter in report.FOCUS:
         S = Settings.from_profile(profile, chapter, **overrides)
         found[chapter] = (S, S.output / "tables" / f"{PLANS[chapter].__name__}.csv")
-    return report.write_glance(found, path)
+    titles = {c: chapter_title(Path(path).with_name(f"{c}.ipynb")) for c in found}
+    return report.write_glance(found, path, titles={c: t for c, t in titles.items() if t})
+
+
+def chapter_title(notebook: Path) -> str | None:
+    """A chapter's title: the first Markdown heading of its notebook (None: no such notebook)."""
+    import json
+
+    if not notebook.is_file():
+        return None
+    for cell in json.loads(notebook.read_text()).get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", [])).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return None
+
+
+def chapter_table(S, chapter: str) -> Path:
+    """The results table a chapter saves (``save_rows``): tables/<its name without the number>.csv."""
+    return S.output / "tables" / f"{chapter.split('_', 1)[1]}.csv"
+
+
+def write_book_pages(profile, overrides: dict, experiments: Path) -> None:
+    """What the build generates beside the executed chapters in ``experiments``: the intro's glance, each
+    chapter's results table for download, and the execution-statistics page."""
+    import shutil
+
+    from . import execution
+    from .notebook import CHAPTERS, Settings
+
+    write_glance(profile, overrides, experiments / "glance.md")
+    stores = []
+    for chapter in CHAPTERS:
+        if not (experiments / f"{chapter}.ipynb").is_file():
+            continue
+        S = Settings.from_profile(profile, chapter, **overrides)
+        stores.append(S.output)
+        table = chapter_table(S, chapter)
+        if table.is_file():
+            shutil.copyfile(table, experiments / f"{chapter}_results.csv")
+    execution.write_page(sorted(experiments.glob("[0-9][0-9]_*.ipynb")), stores, experiments / "execution.md")
+    write_subsets(stores, experiments)
+
+
+def write_subsets(stores, experiments: Path) -> Path:
+    """Copy the fixed evaluation subsets' index files of ``stores`` (``<store>/subsets/``) into
+    ``experiments/subsets/`` and list them, as downloads, for the reproducibility page."""
+    import shutil
+
+    from .io import atomic_write_text
+
+    files = sorted({f.name: f for s in stores for f in sorted((Path(s) / "subsets").glob("*.csv"))}.items())
+    lines = []
+    if files:
+        (experiments / "subsets").mkdir(exist_ok=True)
+    for name, f in files:
+        shutil.copyfile(f, experiments / "subsets" / name)
+        lines.append(f"- {{download}}`{name} </book/experiments/subsets/{name}>`")
+    text = ("\n".join(lines) + "\n") if lines else "*No evaluation ran for this build, so no subset was drawn.*\n"
+    return atomic_write_text(experiments / "subsets.md", text)
 
 
 def _sweep(args) -> int:
