@@ -95,27 +95,10 @@ def intervals(table: pd.DataFrame, y: str = "method", col: str = "metric", title
 def differences(table: pd.DataFrame, title: str = ""):
     """Paired differences with their 95 % intervals (:func:`capt.report.compare` rows with a ``chapter``
     column): one panel per metric, one row per chapter, a line at zero."""
-    style()
-    panels = list(dict.fromkeys(table["metric"]))
-    ys = list(dict.fromkeys(table["chapter"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(min(9.5, 3.4 * len(panels) + 2.4), 0.42 * len(ys) + 1.2),
-                             sharey=True, squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        part = table[table["metric"] == panel].set_index("chapter")
-        ax.axvline(0, color="grey", linewidth=1)
-        for i, name in enumerate(ys):
-            if name in part.index:
-                r = part.loc[name]
-                ax.errorbar(r["diff"], i, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o",
-                            color=PALETTE.get("capt", "black"), elinewidth=1.6, capsize=3, markersize=6)
-        ax.set_title(panel, fontsize="medium")
-        ax.set_xlabel("difference (points)")
-        ax.set_yticks(range(len(ys)), ys)
-        ax.invert_yaxis()
-        ax.grid(axis="y", visible=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    fig = intervals(table.rename(columns={"diff": "mean"}), y="chapter", col="metric", title=title,
+                    xlabel="difference (points)")
+    for ax in fig.axes:
+        ax.axvline(0, color="grey", linewidth=1, zorder=0)
     return fig
 
 
