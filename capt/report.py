@@ -164,7 +164,8 @@ def _methods_as_rows(wide: pd.DataFrame, index: Sequence[str]) -> pd.DataFrame:
     """``wide`` (one column per method) turned so that methods are the rows and each ``index`` value a
     column: with more methods than values, the table is then narrower than it is long."""
     def label(values) -> str:
-        return ", ".join(f"{v} shots" if k == "shots" else str(v) for k, v in zip(index, values))
+        return ", ".join(f"{v} shot{'' if str(v) == '1' else 's'}" if k == "shots" else str(v)
+                         for k, v in zip(index, values))
 
     body = wide.set_index(list(index))
     body.index = [label(v if isinstance(v, tuple) else (v,)) for v in body.index]
@@ -308,7 +309,8 @@ def glance_line(rows: pd.DataFrame, strong: str, chapter: str, where: str, metho
     out = {"chapter": chapter, "on": where}
     for _, x in c.iterrows():
         if x.metric in ("clean", f"robust ({strong.upper()})"):
-            out[x.metric] = f"{x.verdict} vs {x.baseline}: {x['diff']:+.1f} [{x.lo:+.1f}, {x.hi:+.1f}]"
+            # no-break spaces: the difference and its interval wrap as one unit, never inside it
+            out[x.metric] = f"{x.verdict} vs {x.baseline}: {x['diff']:+.1f}\u00a0[{x.lo:+.1f},\u00a0{x.hi:+.1f}]"
     return out
 
 

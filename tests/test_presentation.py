@@ -129,3 +129,22 @@ def test_the_execution_page_is_generated_from_the_records(tmp_path):
     assert "3 rows (`results.csv`)" in page and "3 runs, 0 already complete, 2 min 10 s wall" in page
     assert "| capt | 2 | 1 min 40 s | 50.0 s | h, cpu, 1 thread(s) |" in page
     assert "| zeroshot | 1 | 5.0 s | 5.0 s |" in page
+
+
+# -- the intro's glance ------------------------------------------------------------------------------------------
+def test_the_glance_names_chapters_by_title_with_links_and_draws_the_summary_figure(tmp_path):
+    from types import SimpleNamespace
+
+    rows = _rows(["apt", "fap", "capt"], ["s", "t1", "t2"], n=200)
+    rows.to_csv(tmp_path / "cross_dataset.csv", index=False)
+    S = SimpleNamespace(strong_attack="aa", source="s")
+    found = {"04_cross_dataset": (S, tmp_path / "cross_dataset.csv")}
+    text = report.write_glance(found, tmp_path / "glance.md", titles={"04_cross_dataset": "Cross-dataset"}).read_text()
+    assert "| {doc}`Cross-dataset </book/experiments/04_cross_dataset>` | the target tasks |" in text
+    assert text.startswith("```{figure} /book/experiments/glance.png\n")
+    assert (tmp_path / "glance.png").read_bytes()[:4] == b"\x89PNG"
+    c = report.compare(rows[rows.dataset != "s"], "aa")
+    clean = c[c.metric == "clean"].iloc[0]  # the interval is one unit: no-break spaces inside it
+    assert f"{clean['diff']:+.1f}\u00a0[{clean.lo:+.1f},\u00a0{clean.hi:+.1f}]" in text
+    plain = report.write_glance(found, tmp_path / "plain.md").read_text()
+    assert "| 04_cross_dataset |" in plain and "{figure}" not in plain  # without titles: ids, no figure
