@@ -116,14 +116,11 @@ def _lock(path: Path, timeout: float = 600.0):
         lock.unlink(missing_ok=True)
 
 
-def upgrade(frame: pd.DataFrame, path) -> pd.DataFrame:
+def upgrade(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of a store written before the ``eps_fraction`` and ``precision`` columns, completed: the fraction
     follows from eps, and every evaluation before that column ran in float32 (capt never autocasts)."""
-    if frame.empty or {"eps_fraction", "precision"} <= set(frame.columns):
-        return frame
-    if "eps" not in frame.columns:
-        raise ValueError(f"results file {path} has no eps column: it is not a capt results store; move it away "
-                         "to start a fresh store")
+    if frame.empty or "eps" not in frame.columns or {"eps_fraction", "precision"} <= set(frame.columns):
+        return frame  # (rows without eps are not evaluations: nothing to complete)
     from .attacks import eps_fraction
 
     frame = frame.copy()
@@ -154,7 +151,7 @@ class ResultStore:
         except Exception as exc:
             raise ValueError(f"results file {self.path} is unreadable ({type(exc).__name__}: {exc}); "
                              "move it away to start a fresh store") from None
-        return upgrade(frame, self.path)
+        return upgrade(frame)
 
     def keys(self) -> set[tuple[str, str]]:
         df = self.read()
