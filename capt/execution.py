@@ -145,7 +145,10 @@ def _duration(seconds) -> str:
     if seconds is None or (isinstance(seconds, float) and seconds != seconds):
         return "–"
     s = float(seconds)
-    return f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
+    if s < 59.95:
+        return f"{s:.1f} s"
+    whole = round(s)  # round first: 179.6 s is "3 min 0 s", never "2 min 60 s"
+    return f"{whole // 60} min {whole % 60} s"
 
 
 def _machine_cell(where: dict) -> str:

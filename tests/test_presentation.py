@@ -129,6 +129,8 @@ def test_the_execution_page_is_generated_from_the_records(tmp_path):
     assert "3 rows (`results.csv`)" in page and "3 runs, 0 already complete, 2 min 10 s wall" in page
     assert "| capt | 2 | 1 min 40 s | 50.0 s | h, cpu, 1 thread(s) |" in page
     assert "| zeroshot | 1 | 5.0 s | 5.0 s |" in page
+    assert [execution._duration(x) for x in (59.94, 59.96, 179.6, 3600)] == ["59.9 s", "1 min 0 s", "3 min 0 s",
+                                                                          "60 min 0 s"]
 
 
 # -- the intro's glance ------------------------------------------------------------------------------------------
