@@ -317,6 +317,28 @@ def kind_of_label(label: str) -> AttackKind | None:
             return kind
     return None
 FAMILIES = ("clean", "noise", "weak", "strong")
+# a row's precision column: the dtype the attack computed in (capt never autocasts)
+PRECISIONS = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
+
+
+def eps_fraction(eps: float) -> str:
+    """``eps`` as the fraction it stands for: ``k/255`` when it is a whole number of grey levels, else its
+    exact ratio (``1/256`` stays distinct from ``1/255``); ``0`` for no budget."""
+    from fractions import Fraction
+
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    if abs(k - round(k)) < 1e-9:
+        return f"{round(k)}/255"
+    f = Fraction(eps).limit_denominator(100_000)
+    return f"{f.numerator}/{f.denominator}"
+
+
+def precision_of(model) -> str:
+    """The precision attacks on ``model`` compute in: its weights' dtype (fp32, bf16, ...)."""
+    dtype = str(next(model.parameters()).dtype)
+    return PRECISIONS.get(dtype, dtype)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def _book(args) -> int:
     if not args.no_run:
         _prefill(args.profile, overrides, args.workers)
         run_profile(args.profile, ROOT / "book" / "experiments", overrides=overrides)
-    write_glance(args.profile, overrides, ROOT / "book" / "experiments" / "glance.md")
+    write_book_pages(args.profile, overrides, ROOT / "book" / "experiments")
     print(f"building the book (Jupyter Book, Sphinx) ...", flush=True)
     cmd = jupyter_book_build(ROOT)
     if args.strict:
@@ -106,7 +106,50 @@ def write_glance(profile, overrides: dict, path: Path) -> Path:
     for chapter in (c for c in CHAPTERS.values() if c.focus is not None):
         S = Settings.from_profile(profile, chapter.name, **overrides)
         found[chapter.name] = (S, S.output / "tables" / chapter.table)
-    return report.write_glance(found, path)
+    # a chapter is named by its title, linked, where its executed notebook sits beside the glance
+    titles = {c: CHAPTERS[c].title for c in found if Path(path).with_name(f"{c}.ipynb").is_file()}
+    return report.write_glance(found, path, titles=titles)
+
+
+def write_book_pages(profile, overrides: dict, experiments: Path) -> None:
+    """What the build generates beside the executed chapters in ``experiments``: the intro's glance, each
+    chapter's results table for download, and the execution-statistics page."""
+    import shutil
+
+    from . import execution
+    from .chapters import CHAPTERS
+    from .notebook import Settings
+
+    write_glance(profile, overrides, experiments / "glance.md")
+    stores = []
+    for chapter in CHAPTERS.values():
+        if not (experiments / f"{chapter.name}.ipynb").is_file():
+            continue
+        S = Settings.from_profile(profile, chapter.name, **overrides)
+        stores.append(S.output)
+        table = S.output / "tables" / chapter.table
+        if table.is_file():
+            shutil.copyfile(table, experiments / f"{chapter.name}_results.csv")
+    execution.write_page(sorted(experiments.glob("[0-9][0-9]_*.ipynb")), stores, experiments / "execution.md")
+    write_subsets(stores, experiments)
+
+
+def write_subsets(stores, experiments: Path) -> Path:
+    """Copy the fixed evaluation subsets' index files of ``stores`` (``<store>/subsets/``) into
+    ``experiments/subsets/`` and list them, as downloads, for the reproducibility page."""
+    import shutil
+
+    from .io import atomic_write_text
+
+    files = sorted({f.name: f for s in stores for f in sorted((Path(s) / "subsets").glob("*.csv"))}.items())
+    lines = []
+    if files:
+        (experiments / "subsets").mkdir(exist_ok=True)
+    for name, f in files:
+        shutil.copyfile(f, experiments / "subsets" / name)
+        lines.append(f"- {{download}}`{name} </book/experiments/subsets/{name}>`")
+    text = ("\n".join(lines) + "\n") if lines else "*No evaluation ran for this build, so no subset was drawn.*\n"
+    return atomic_write_text(experiments / "subsets.md", text)
 
 
 def _sweep(args) -> int:

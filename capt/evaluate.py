@@ -12,15 +12,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import FAMILIES, AttackSpec, CaptAutoAttack, attack_cost, batch_seed, make_attack
+from .attacks import (FAMILIES, AttackSpec, CaptAutoAttack, attack_cost, batch_seed, eps_fraction, make_attack,
+                      precision_of)
 from .io import atomic_write_text
 from .results import MASK_COLUMN, decode_mask, encode_mask
 
 #: The columns of an evaluation row. ``family``: the attack's family (clean / noise / weak / strong);
 #: ``passes``: image-tower forward+backward passes per image the attack spent (NaN where torchattacks
 #: runs it and nobody counts); ``depth``/``n_ctx``: the prompt's shape; ``correct_mask``: per-image outcomes.
-ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "steps", "n", "classes", "correct", "accuracy",
-               "seconds", "family", "passes", "depth", "n_ctx", MASK_COLUMN]
+#: ``eps_fraction``: eps as written ("3/255"), beside the float; ``precision``: the dtype the attack ran in;
+#: ``classes``: the dataset's class count (chance level).
+ROW_COLUMNS = ["dataset", "method", "shots", "seed", "attack", "eps", "eps_fraction", "precision", "steps", "n",
+               "classes", "correct", "accuracy", "seconds", "family", "passes", "depth", "n_ctx", MASK_COLUMN]
 
 
 def as_attack_spec(a, eps: float | None = None, steps: int | None = None) -> AttackSpec:
@@ -46,10 +49,34 @@ def as_attack_spec(a, eps: float | None = None, steps: int | None = None) -> Att
 
 def fixed_subset(dataset, n: int | None, seed: int = 0):
     """The same ``n`` items for every method and attack (a seeded choice), or all when ``n`` is None."""
-    if n is None or n >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return dataset.subset(order.tolist())
+    positions = subset_positions(len(dataset), n, seed)
+    return dataset if positions is None else dataset.subset(positions)
+
+
+def subset_positions(size: int, n: int | None, seed: int = 0) -> list[int] | None:
+    """The positions :func:`fixed_subset` keeps of a dataset of ``size`` items (None: all of them)."""
+    if n is None or n >= size:
+        return None
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+
+
+def write_subset_index(folder: str | Path, label: str, dataset, n: int | None, seed: int = 0) -> Path:
+    """Publish the images :func:`fixed_subset` picks (the ones every attack of an evaluation runs on) as
+    ``folder/<label>_n<n>_seed<seed>.csv``: position in the test split, image key, label and class name.
+    Written once; the same arguments always give the same file."""
+    import io
+
+    positions = subset_positions(len(dataset), n, seed)
+    subset = dataset if positions is None else dataset.subset(positions)
+    positions = list(range(len(dataset))) if positions is None else positions
+    frame = pd.DataFrame({"position": positions, "key": subset.keys, "label": subset.labels,
+                          "class": [dataset.classnames[y] for y in subset.labels]})
+    path = Path(folder) / f"{label}_n{'all' if n is None else n}_seed{seed}.csv"
+    text = io.StringIO()
+    frame.to_csv(text, index=False)
+    if not path.is_file() or path.read_text() != text.getvalue():
+        atomic_write_text(path, text.getvalue())
+    return path
 
 
 def _ensemble_skip(spec: AttackSpec, specs: Sequence[AttackSpec], correct: dict) -> torch.Tensor | None:
@@ -142,15 +169,17 @@ def evaluate(model, dataset, attacks: Iterable = ("clean",), *, eps: float | Non
             seconds[s.key] += r["seconds"]
             passes[s.key] += r["passes"]
 
+    precision = precision_of(model)
     depth = getattr(model, "depth", None)
     n_ctx = getattr(model, "n_ctx", None) if getattr(model, "prompt", None) != "none" else 0
     rows = []
     for s in specs:
         mask = np.concatenate(masks[s.key])
         n = len(mask)
-        rows.append({**meta, "attack": s.label, "eps": s.row_eps, "steps": s.row_steps, "n": n,
-                     "classes": len(dataset.classnames), "correct": int(mask.sum()), "accuracy": 100.0 * mask.sum() / n,
-                     "seconds": seconds[s.key], "family": s.family, "passes": passes[s.key] / n, "depth": depth, "n_ctx": n_ctx,
+        rows.append({**meta, "attack": s.label, "eps": s.row_eps, "eps_fraction": eps_fraction(s.row_eps),
+                     "precision": precision, "steps": s.row_steps, "n": n, "classes": len(dataset.classnames),
+                     "correct": int(mask.sum()), "accuracy": 100.0 * mask.sum() / n, "seconds": seconds[s.key],
+                     "family": s.family, "passes": passes[s.key] / n, "depth": depth, "n_ctx": n_ctx,
                      MASK_COLUMN: encode_mask(mask)})
     return pd.DataFrame(rows, columns=list(dict.fromkeys(ROW_COLUMNS + list(meta))))
 

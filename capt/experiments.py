@@ -25,7 +25,7 @@ from .attacks import FAMILIES, AttackSpec
 from .data import LabeledImages, fingerprint, get_spec, load_dataset
 from .data.fewshot import base_new_split, sample_few_shot, validate_shots
 from .data.registry import record_split
-from .evaluate import as_attack_spec, evaluate
+from .evaluate import as_attack_spec, evaluate, write_subset_index
 from .io import atomic_write_text
 from .methods import get_method
 from .models import load_clip
@@ -230,6 +230,7 @@ class Experiment:
                     continue
                 record_split(ref.name, self.out_dir / "splits")
                 data = ref.load("test", self.data_root, self.clip(spec).preprocess)
+                write_subset_index(self.out_dir / "subsets", ref.label, data, max_n, eval_seed)
                 model = self.build(spec, data.classnames, data.templates)
                 model.load_prompt_state_dict(prompts)
                 keys = [eval_key(ref, a) for a in missing]

@@ -23,9 +23,28 @@ def _palette(hue_values, hue: str):
     return sns.color_palette("colorblind", len(hue_values))
 
 
+class NotDrawn:
+    """A figure left out, with the sentence saying why: it displays as that sentence, and :func:`save`
+    writes nothing for it (a stale PNG of an earlier run is removed)."""
+
+    def __init__(self, title: str, why: str):
+        self.title, self.why = title, why
+
+    def _repr_markdown_(self) -> str:
+        return f"*{self.title or 'Figure'}: not drawn, {self.why}.*"
+
+    def __repr__(self) -> str:
+        return self._repr_markdown_()
+
+
 def lines(rows: pd.DataFrame, x: str, y: str = "accuracy", hue: str = "method", style_col: str | None = None,
           title: str = "", xlabel: str | None = None, ylabel: str = "accuracy (%)", logx: bool = False):
-    """Accuracy against a swept quantity (eps, steps, shots, lambda), mean ± sd over seeds."""
+    """Accuracy against a swept quantity (eps, steps, shots, lambda), mean ± sd over seeds; a line needs
+    two or more levels of ``x``, so with fewer this returns a :class:`NotDrawn` that says so."""
+    levels = list(dict.fromkeys(rows[x]))
+    if len(levels) < 2:
+        found = f"only {xlabel or x} = {levels[0]}" if levels else f"no {xlabel or x} value"
+        return NotDrawn(title, f"this run has {found}; a line needs two or more (the profile sets them)")
     style()
     hue_order = method_order(rows[hue]) if hue == "method" else list(dict.fromkeys(rows[hue]))
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -73,11 +92,24 @@ def intervals(table: pd.DataFrame, y: str = "method", col: str = "metric", title
     return fig
 
 
+def differences(table: pd.DataFrame, title: str = ""):
+    """Paired differences with their 95 % intervals (:func:`capt.report.compare` rows with a ``chapter``
+    column): one panel per metric, one row per chapter, a line at zero."""
+    fig = intervals(table.rename(columns={"diff": "mean"}), y="chapter", col="metric", title=title,
+                    xlabel="difference (points)")
+    for ax in fig.axes:
+        ax.axvline(0, color="grey", linewidth=1, zorder=0)
+    return fig
+
+
 def save(fig, path) -> None:
     """Save a figure (PNG, tight) next to the run's tables, creating the folder."""
     from pathlib import Path
 
     path = Path(path)
+    if isinstance(fig, NotDrawn):
+        path.unlink(missing_ok=True)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
 
@@ -109,4 +141,5 @@ def show(fig) -> None:
     from IPython.display import display
 
     display(fig)
-    plt.close(fig)
+    if not isinstance(fig, NotDrawn):
+        plt.close(fig)

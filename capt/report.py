@@ -146,7 +146,24 @@ def detail(rows: pd.DataFrame, strong: str, index: str | Sequence[str] = "datase
         wide = wide[method_order(wide.columns)].round(1).reset_index()
         what = f"{metric} accuracy (%)"
     wide.columns.name = None
-    return Table(_sort(wide, rows), "detail", caption or f"{what}, mean per {', '.join(index)}")
+    wide = _sort(wide, rows)
+    if across == "method" and wide.shape[1] - len(index) > len(wide):
+        wide = _methods_as_rows(wide, index)
+    return Table(wide, "detail", caption or f"{what}, mean per {', '.join(index)}")
+
+
+def _methods_as_rows(wide: pd.DataFrame, index: Sequence[str]) -> pd.DataFrame:
+    """``wide`` (one column per method) turned so that methods are the rows and each ``index`` value a
+    column: with more methods than values, the table is then narrower than it is long."""
+    def label(values) -> str:
+        return ", ".join(f"{v} shot{'' if str(v) == '1' else 's'}" if k == "shots" else str(v)
+                         for k, v in zip(index, values))
+
+    body = wide.set_index(list(index))
+    body.index = [label(v if isinstance(v, tuple) else (v,)) for v in body.index]
+    out = body.T.rename_axis("method").reset_index()
+    out.columns.name = None
+    return out
 
 
 def figure(rows: pd.DataFrame, strong: str, y: str = "method", title: str = ""):
@@ -273,27 +290,44 @@ def glance_line(rows: pd.DataFrame, strong: str, chapter: str, where: str, metho
     out = {"chapter": chapter, "on": where}
     for _, x in c.iterrows():
         if x.metric in ("clean", f"robust ({strong.upper()})"):
-            out[x.metric] = f"{x.verdict} vs {x.baseline}: {x['diff']:+.1f} [{x.lo:+.1f}, {x.hi:+.1f}]"
+            # no-break spaces: the difference and its interval wrap as one unit, never inside it
+            out[x.metric] = f"{x.verdict} vs {x.baseline}: {x['diff']:+.1f}\u00a0[{x.lo:+.1f},\u00a0{x.hi:+.1f}]"
     return out
 
 
-def write_glance(found: dict, path: str | Path) -> Path:
+def write_glance(found: dict, path: str | Path, titles: dict | None = None) -> Path:
     """The intro's results-at-a-glance (Markdown), from the chapters' saved rows:
-    ``found`` maps chapter -> (its Settings, its rows' CSV)."""
+    ``found`` maps chapter -> (its Settings, its rows' CSV). With ``titles`` (chapter -> its title), each
+    row names its chapter by title, linked to it, and a summary figure (``glance.png`` beside ``path``)
+    shows every comparison at once."""
     from .io import atomic_write_text
 
-    lines = []
+    lines, diffs = [], []
     for chapter, (S, csv) in found.items():
         if Path(csv).is_file():
             rows, where = focus(chapter, pd.read_csv(csv), S)
             lines.append(glance_line(rows, S.strong_attack, chapter, where))
+            c = compare(rows, S.strong_attack)
+            diffs.append(c.assign(chapter=(titles or {}).get(chapter, chapter)))
     if not lines:
         text = "*No chapter has been run yet: `capt book` runs them, then this table is generated.*\n"
     else:
         frame = pd.DataFrame(lines).fillna("–")
+        if titles:
+            frame["chapter"] = [f"{{doc}}`{titles.get(c, c)} </book/experiments/{c}>`" for c in frame["chapter"]]
         text = ("Generated from this build's run: CAPT against the best other method on each measure, the paired "
                 "difference in points with its 95 % interval, and the verdict it supports.\n\n"
                 + markdown_table(frame))
+        both = pd.concat(diffs, ignore_index=True)
+        if titles and not both.empty:
+            from .plots import differences, save
+
+            figure_path = Path(path).with_name("glance.png")
+            save(differences(both, title="CAPT minus the best other method, per chapter"), figure_path)
+            text = (f"```{{figure}} /book/experiments/{figure_path.name}\n:alt: CAPT against the best baseline in "
+                    f"each chapter\n\nEach chapter's headline comparison: the paired difference in points (CAPT "
+                    f"minus the best other method on that measure) with its 95 % interval; right of zero, CAPT "
+                    f"is ahead.\n```\n\n" + text)
     atomic_write_text(path, text)
     return Path(path)
 

@@ -116,6 +116,21 @@ def _lock(path: Path, timeout: float = 600.0):
         lock.unlink(missing_ok=True)
 
 
+def upgrade(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a store written before the ``eps_fraction`` and ``precision`` columns, completed: the fraction
+    follows from eps, and every evaluation before that column ran in float32 (capt never autocasts)."""
+    if frame.empty or "eps" not in frame.columns or {"eps_fraction", "precision"} <= set(frame.columns):
+        return frame  # (rows without eps are not evaluations: nothing to complete)
+    from .attacks import eps_fraction
+
+    frame = frame.copy()
+    if "eps_fraction" not in frame.columns:
+        frame.insert(list(frame.columns).index("eps") + 1, "eps_fraction", [eps_fraction(e) for e in frame["eps"]])
+    if "precision" not in frame.columns:
+        frame.insert(list(frame.columns).index("eps_fraction") + 1, "precision", "fp32")
+    return frame
+
+
 class ResultStore:
     """``results.csv`` in ``folder``: ``add(rows)`` appends atomically, ``done(...)`` says what exists."""
 
@@ -132,10 +147,11 @@ class ResultStore:
                 raise ValueError(f"results file {self.path} is truncated (it does not end with a complete row); "
                                  "move it away to start a fresh store")
         try:
-            return pd.read_csv(self.path)
+            frame = pd.read_csv(self.path)
         except Exception as exc:
             raise ValueError(f"results file {self.path} is unreadable ({type(exc).__name__}: {exc}); "
                              "move it away to start a fresh store") from None
+        return upgrade(frame)
 
     def keys(self) -> set[tuple[str, str]]:
         df = self.read()

@@ -9,6 +9,7 @@ Chromium comes from scripts/install_browser.sh; without it these tests skip and 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def test_screenshot_is_the_first_screen(tmp_path):
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory) -> Path:
     """The book built as `capt book --no-run` builds it, from the committed (executed) notebooks."""
-    return build_book(sorted((ROOT / "notebooks").glob("*.ipynb")), tmp_path_factory.mktemp("book"))
+    return build_book(sorted((ROOT / "notebooks").glob("*.ipynb")), tmp_path_factory.mktemp("book"), profile="ci")
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,58 @@ def test_no_table_is_wider_than_the_content_column(book_reports):
     assert all(r.column_width > 300 for r in book_reports), [(r.page, r.column, r.column_width) for r in book_reports]
     bad = [p for r in book_reports for p in r.table_problems()]
     assert not bad, "tables too wide for the page (or in a horizontal scroll box):" + _listing(bad)
+
+
+def test_token_check_finds_a_number_broken_inside_a_cell_and_not_one_kept_whole(browser, tmp_path):
+    table = '<table style="width: 160px"><tr><td style="width: 40px; {}">123456.789012</td><td>two words</td></tr></table>'
+    page = _page(tmp_path, table.format("overflow-wrap: anywhere") + table.format("white-space: nowrap"))
+    r = check_page(browser, page)
+    [broken] = r.broken_tokens
+    assert broken["token"] == "123456.789012" and broken["cell"] == "123456.789012"
+    assert r.token_problems() == [f"{r.page}: a table cell (section 'Results') breaks '123456.789012' across "
+                                  "lines: '123456.789012'"]
+
+
+def test_link_check_reports_a_missing_anchor_and_a_missing_file(browser, tmp_path):
+    (tmp_path / "refs.html").write_text('<html><body><p id="id3">entry</p></body></html>')
+    page = _page(tmp_path, '<p><a href="refs.html#id3">ok</a> <a href="refs.html#id9">gone</a> '
+                           '<a href="nowhere.html">lost</a> <a download href="refs.html">file</a></p>')
+    r = check_page(browser, page)
+    assert r.downloads() == ["refs.html"]
+    assert [p.split(": ", 1)[1] for p in r.link_problems()] == [
+        "link 'gone' -> refs.html#id9: no #id9 there", "link 'lost' -> nowhere.html goes to a missing file"]
+
+
+def _chapters(book_reports):
+    chapters = [r for r in book_reports if r.page.startswith("book/experiments/")]
+    assert len(chapters) == len(list((ROOT / "notebooks").glob("*.ipynb")))
+    return chapters
+
+
+def test_no_table_cell_in_a_chapter_breaks_a_number_or_a_word(book_reports):
+    bad = [p for r in _chapters(book_reports) for p in r.token_problems()]
+    assert not bad, "table cells wrapped inside a token:" + _listing(bad)
+
+
+def test_each_chapter_offers_its_notebook_and_results_table(book_reports, built_book):
+    for r in _chapters(book_reports):
+        stem = Path(r.page).stem
+        names = [Path(d).name for d in r.downloads()]
+        assert f"{stem}.ipynb" in names, (r.page, names)
+        # the build placed the table beside the notebook when the ci run had saved it
+        table = built_book.parent.parent / "book" / "experiments" / f"{stem}_results.csv"
+        assert (f"{stem}_results.csv" in names) == table.is_file(), (r.page, names, table)
+        for d in r.downloads():  # copied into the built book: they work from files, offline
+            assert (built_book / r.page).parent.joinpath(d).resolve().is_file(), (r.page, d)
+
+
+def test_every_in_book_link_and_citation_resolves(book_reports, built_book):
+    bad = [p for r in book_reports for p in r.link_problems(built_book)]
+    assert not bad, "links that go nowhere:" + _listing(bad)
+    bib = next(r for r in book_reports if r.page == "book/bibliography.html")
+    cited = {link["href"].split("#", 1)[1] for r in book_reports for link in r.links
+             if link["href"].split("#", 1)[0].endswith("bibliography.html") and "#" in link["href"]}
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), re.M))
+    assert len(cited) == len(keys), f"{len(keys)} works in references.bib, {len(cited)} cited"
+    page = (built_book / bib.page).read_text()
+    assert "could not find" not in page and all(f'id="{c}"' in page for c in cited)

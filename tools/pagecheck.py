@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import fcntl
+import functools
 import json
 import os
 import re
@@ -223,6 +224,36 @@ class PageReport:
     images: list[dict] = field(default_factory=list)
     tables: list[dict] = field(default_factory=list)
     scrolled_text: list[dict] = field(default_factory=list)  # output text wider than its box (a note)
+    broken_tokens: list[dict] = field(default_factory=list)  # table cells wrapped inside a number or a word
+    links: list[dict] = field(default_factory=list)  # every link in the column: href, text, download
+
+    def token_problems(self) -> list[str]:
+        """Table cells whose line break falls inside a token ("13." / "8", "mini_sourc" / "e")."""
+        return [f"{self.page}: a table cell (section {b['section']!r}) breaks {b['token']!r} across lines: "
+                f"{b['cell']!r}" for b in self.broken_tokens]
+
+    def downloads(self) -> list[str]:
+        """The targets of the page's download links (Sphinx's download role)."""
+        return [link["href"] for link in self.links if link["download"]]
+
+    def link_problems(self, root: str | Path | None = None) -> list[str]:
+        """In-book links (citations among them) whose target page or anchor does not exist; ``root``: the
+        built html folder the page name is relative to (default: the page's own path)."""
+        from urllib.parse import unquote, urlsplit
+
+        page = Path(root) / self.page if root is not None else Path(self.page)
+        out = []
+        for link in self.links:
+            parts = urlsplit(link["href"])
+            if parts.scheme or parts.netloc:
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page.resolve()
+            if not target.is_file():
+                out.append(f"{self.page}: link {link['text']!r} -> {link['href']} goes to a missing file")
+            elif parts.fragment and target.suffix == ".html" and not re.search(
+                    r'\bid="%s"' % re.escape(unquote(parts.fragment)), _read(target)):
+                out.append(f"{self.page}: link {link['text']!r} -> {link['href']}: no #{parts.fragment} there")
+        return out
 
     def __repr__(self) -> str:  # pytest prints the reports beside a failure; the lines say the rest
         return (f"PageReport({self.page!r}: {len(self.images)} images, {len(self.tables)} tables, "
@@ -266,6 +297,11 @@ class PageReport:
         return self.load_problems() + self.figure_problems() + self.table_problems()
 
 
+@functools.lru_cache(maxsize=256)
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
 def _page_url(path: str | Path) -> str:
     p = Path(path).resolve()
     if not p.is_file():
@@ -287,6 +323,7 @@ def check_page(browser: Chromium, path: str | Path, viewport: tuple[int, int] = 
         browser.close(s)
     report.column, report.column_width = m["column"], m["column_width"]
     report.images, report.tables, report.scrolled_text = m["images"], m["tables"], m["scrolled_text"]
+    report.broken_tokens, report.links = m["broken_tokens"], m["links"]
     requests = {}
     for e in events:
         method, p = e.get("method"), e.get("params", {})

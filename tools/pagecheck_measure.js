@@ -44,5 +44,26 @@
     .filter(p => p.scrollWidth > p.clientWidth + 0.5 && p.checkVisibility())
     .map(p => ({section: heading(p), width: p.clientWidth, scroll_width: p.scrollWidth,
                 line: p.textContent.split('\n').reduce((a, l) => (l.length > a.length ? l : a), '').trim().slice(0, 80)}));
-  return {title: document.title, column: name(col), column_width: colWidth, images, tables: out, scrolled_text: text};
+  // Table cells whose line breaks fall inside a token (a number or a word, e.g. "13." / "8"): a token's
+  // characters on more than one line. Whitespace between tokens is where a cell may wrap.
+  const broken = [];
+  for (const cell of col.querySelectorAll('table td, table th')) {
+    if (!cell.checkVisibility()) continue;
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/\S+/g)) {
+        const r = document.createRange();
+        r.setStart(node, m.index);
+        r.setEnd(node, m.index + m[0].length);
+        const tops = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+        if (tops.size > 1) broken.push({section: heading(cell), token: m[0], cell: cell.textContent.trim().slice(0, 60)});
+      }
+    }
+  }
+  // Links in the column: downloads (Sphinx's download role) and in-book references with a fragment
+  // (citations among them), which the caller resolves against the built pages.
+  const links = [...col.querySelectorAll('a[href]')].map(a => ({
+    href: a.getAttribute('href'), text: a.textContent.trim().slice(0, 60), download: a.hasAttribute('download')}));
+  return {title: document.title, column: name(col), column_width: colWidth, images, tables: out, scrolled_text: text,
+          broken_tokens: broken, links};
 })()
