@@ -321,20 +321,6 @@ FAMILIES = ("clean", "noise", "weak", "strong")
 PRECISIONS = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
 
 
-def eps_fraction(eps: float) -> str:
-    """``eps`` as the fraction it stands for: ``k/255`` when it is a whole number of grey levels, else its
-    exact ratio (``1/256`` stays distinct from ``1/255``); ``0`` for no budget."""
-    from fractions import Fraction
-
-    if eps == 0:
-        return "0"
-    k = eps * 255
-    if abs(k - round(k)) < 1e-9:
-        return f"{round(k)}/255"
-    f = Fraction(eps).limit_denominator(100_000)
-    return f"{f.numerator}/{f.denominator}"
-
-
 def precision_of(model) -> str:
     """The precision attacks on ``model`` compute in: its weights' dtype (fp32, bf16, ...)."""
     dtype = str(next(model.parameters()).dtype)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import (FAMILIES, AttackSpec, CaptAutoAttack, attack_cost, batch_seed, eps_fraction, make_attack,
+from .attacks import (FAMILIES, AttackSpec, CaptAutoAttack, attack_cost, batch_seed, make_attack,
                       precision_of)
 from .io import atomic_write_text
 from .results import MASK_COLUMN, decode_mask, encode_mask
+from .validation import eps_fraction
 
 #: The columns of an evaluation row. ``family``: the attack's family (clean / noise / weak / strong);
 #: ``passes``: image-tower forward+backward passes per image the attack spent (NaN where torchattacks

@@ -121,7 +121,7 @@ def upgrade(frame: pd.DataFrame) -> pd.DataFrame:
     follows from eps, and every evaluation before that column ran in float32 (capt never autocasts)."""
     if frame.empty or "eps" not in frame.columns or {"eps_fraction", "precision"} <= set(frame.columns):
         return frame  # (rows without eps are not evaluations: nothing to complete)
-    from .attacks import eps_fraction
+    from .validation import eps_fraction
 
     frame = frame.copy()
     if "eps_fraction" not in frame.columns:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Iterable
 from .execution import record as record_execution
 from .io import atomic_write_text
 from .notebook import Settings
+from .papermill_hook import install as install_papermill_hook
 from .paths import notebooks_dir, resolve
 from .profiles import load_profile, profile_path, select_notebooks
 
@@ -31,7 +31,7 @@ def run_profile(profile: str | os.PathLike, output_dir: str | os.PathLike, only:
     out.mkdir(parents=True, exist_ok=True)
     ref = str(profile_path(profile)) if Path(str(profile)).suffix in (".yaml", ".yml") else data["name"]
     written = []
-    _accept_settings_in_papermill()
+    install_papermill_hook()  # in this process too, where papermill was imported before capt
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name} ({data['name']} profile)")
         t0 = time.perf_counter()
@@ -43,28 +43,6 @@ def run_profile(profile: str | os.PathLike, output_dir: str | os.PathLike, only:
         log(f"    done in {time.perf_counter() - t0:.0f}s -> {target}")
         written.append(target)
     return written
-
-
-class _AcceptedSettings(logging.Filter):
-    """Drops papermill's "Passed unknown parameter: NAME" for a NAME that a chapter's Settings takes.
-
-    papermill knows a notebook's parameters only from the assignments in its ``parameters`` cell, and
-    the chapters keep that cell short (``profile`` and their own knobs): every other setting reaches
-    :meth:`capt.notebook.Settings.for_chapter` through the injected cell, where it is read. So the
-    warning would tell a reader that a value they set was ignored when it was used. A name that no
-    setting takes still warns here, and fails the chapter's checks (and ``capt run``'s, before papermill)."""
-
-    PREFIX = "Passed unknown parameter: "
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith(self.PREFIX) and message[len(self.PREFIX):].strip() in Settings.names())
-
-
-def _accept_settings_in_papermill() -> None:
-    log = logging.getLogger("papermill")
-    if not any(isinstance(f, _AcceptedSettings) for f in log.filters):
-        log.addFilter(_AcceptedSettings())
 
 
 def hide_injected(path: str | os.PathLike) -> None:

@@ -28,3 +28,17 @@ def check_number(what: str, value, *, low=None, high=None, integer: bool = False
 
 def check_eps(eps) -> None:
     check_number("eps (L-inf radius in [0,1] pixel units, e.g. 1/255)", eps, low=0, high=1)
+
+
+def eps_fraction(eps: float) -> str:
+    """``eps`` as the fraction it stands for: ``k/255`` when it is a whole number of grey levels, else its
+    exact ratio (``1/256`` stays distinct from ``1/255``); ``0`` for no budget."""
+    from fractions import Fraction
+
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    if abs(k - round(k)) < 1e-9:
+        return f"{round(k)}/255"
+    f = Fraction(eps).limit_denominator(100_000)
+    return f"{f.numerator}/{f.denominator}"

@@ -104,7 +104,8 @@ FLOORS = [
     ("values: profiles and Settings", {"profiles", "notebook"}),
     ("what chapters compute and show", {"plans", "report", "plots", "reported"}),
     ("running: papermill and the sweep", {"runner", "sweep", "sweep.tasks", "sweep.cost", "sweep.done",
-                                          "sweep.worker", "sweep.engines", "sweep.pool", "sweep.dispatch"}),
+                                          "sweep.worker", "sweep.engines", "sweep.pool", "sweep.dispatch",
+                                          "execution", "papermill_hook"}),
     ("the command", {"cli"}),
 ]
 

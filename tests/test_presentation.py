@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from capt import plots, report
-from capt.attacks import eps_fraction
 from capt.evaluate import fixed_subset, write_subset_index
 from capt.results import ResultStore, encode_mask
+from capt.validation import eps_fraction
 
 
 def _rows(methods, datasets, shots=(16,), n=20):
@@ -63,18 +66,33 @@ def test_detail_puts_methods_in_rows_when_they_outnumber_the_other_key():
 
 # -- papermill ------------------------------------------------------------------------------------------------
 def test_papermill_is_quiet_about_accepted_settings_and_warns_about_others(tmp_path, caplog):
+    """Importing papermill loads capt's plugin (an entry point), so nothing needs calling first."""
     import papermill as pm
 
     from capt.paths import notebooks_dir
-    from capt.runner import _accept_settings_in_papermill
 
-    _accept_settings_in_papermill()
     with caplog.at_level(logging.WARNING, logger="papermill"):
         pm.execute_notebook(str(notebooks_dir() / "04_cross_dataset.ipynb"), str(tmp_path / "out.ipynb"),
                             parameters={"profile": "ci", "shifts": ["mini_source_a"], "out_dir": "x",
                                         "no_such_setting": 1}, prepare_only=True, log_output=False)
     warned = [r.getMessage() for r in caplog.records if "unknown parameter" in r.getMessage()]
     assert warned == ["Passed unknown parameter: no_such_setting"]
+
+
+def test_papermill_on_the_command_line_is_quiet_about_accepted_settings(tmp_path):
+    """The issue's own command: ``papermill ... -p shifts ...`` from a shell, where capt runs nothing
+    before papermill starts."""
+    from capt.paths import notebooks_dir
+
+    papermill = str(Path(sys.executable).parent / "papermill")
+    done = subprocess.run([papermill, str(notebooks_dir() / "04_cross_dataset.ipynb"), str(tmp_path / "out.ipynb"),
+                           "-p", "profile", "ci", "-p", "shifts", "[mini_source_a]", "-p", "methods", "[capt]",
+                           "-p", "no_such_setting", "1", "--prepare-only"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned = [line.split("Passed unknown parameter: ")[1].strip() for line in done.stderr.splitlines()
+              if "Passed unknown parameter: " in line]
+    assert warned == ["no_such_setting"]
 
 
 # -- what rows record -------------------------------------------------------------------------------------------
