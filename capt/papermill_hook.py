@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import logging
 
-from papermill.engines import NBClientEngine
-
 PREFIX = "Passed unknown parameter: "
 
 
-class Engine(NBClientEngine):
-    """papermill's default engine (nbclient), registered under the name ``capt``; see the module doc."""
+def __getattr__(name: str):
+    # ``Engine``, the entry point's object, is papermill's default engine itself, looked up only when papermill
+    # asks: papermill loads its plugins while its own engines module is still being imported, so importing
+    # papermill here (from the runner, say, before papermill) would go round in a circle.
+    if name == "Engine":
+        from papermill.engines import NBClientEngine
+
+        return NBClientEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AcceptedSettings(logging.Filter):
