@@ -174,13 +174,19 @@ def probe_tecoa(args) -> dict:
     with torch.no_grad():
         text = model.encode_text()
     visual = model.clip.visual
-    for p in visual.parameters():
+    # which part of the tower learns (comma-separated name prefixes, e.g. "conv1" or "transformer.resblocks.2")
+    parts = None if args.trainable == "all" else tuple(args.trainable.split(","))
+    trained = [p for n, p in visual.named_parameters() if parts is None or n.startswith(parts)]
+    if not trained:
+        raise SystemExit(f"--trainable {args.trainable!r} names no parameter of the image tower; valid prefixes: "
+                         + ", ".join(sorted({n.split('.')[0] for n, _ in visual.named_parameters()})))
+    for p in trained:
         p.requires_grad_(True)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(pool), generator=g)[:args.pool]
     x_all = pool.images[idx].float().div_(255)
     y_all = torch.tensor(pool.labels)[idx]
-    opt = torch.optim.AdamW(visual.parameters(), lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     eps, steps = args.train_eps / 255, 0
     for epoch in range(args.epochs):
         order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
@@ -195,10 +201,11 @@ def probe_tecoa(args) -> dict:
             opt.step()
             steps += 1
         print(f"  tecoa epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.3f}", flush=True)
-    for p in visual.parameters():
+    for p in trained:
         p.requires_grad_(False)
     model.eval()
     return {"world": args.world, "ckpt": str(args.ckpt), "train_eps_255": args.train_eps, "eps_255": args.eps,
+            "trainable": args.trainable, "trained_parameters": sum(p.numel() for p in trained),
             "pool": len(idx), "epochs": args.epochs, "lr": args.lr, "train_steps": steps,
             **robust_eval(model, test, args.eps / 255, args.n)}
 
@@ -302,15 +309,26 @@ def probe_table(args) -> None:
             "clean (all)", "clean", "aa", "aa passes/img", "wall s", "cpu s")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
-    for line in args.log.read_text().splitlines():
-        r = json.loads(line)
+    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    for r in records:
         if r["probe"] == "cost":
             continue
         ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
-        vals = (r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else "full FT"),
+        tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
+        vals = (r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
                 r.get("depth", ""), r.get("n_ctx", ""), r.get("train_eps_255", ""), r["eps_255"], r["n"], r["seed"],
                 r["clean_all"], r["clean"], r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
         print("| " + " | ".join(str(v) for v in vals) + " |")
+    costs = [r for r in records if r["probe"] == "cost"]
+    if costs:  # the latest cost run
+        c = costs[-1]
+        keys = ("params", "visual_params", "image_tokens", "cpu_s_per_pretrain_step", "pretrain_3000_steps_cpu_min",
+                "step_vs_v3", "cpu_ms_per_attack_pass", "attack_vs_v3")
+        print(f"\ncost, {c['rounds']} rounds, {c['threads']} thread(s), {c['wall_seconds']} s wall:\n")
+        print("| arch | " + " | ".join(keys) + " |")
+        print("|" + "---|" * (len(keys) + 1))
+        for a, v in c["archs"].items():
+            print(f"| {a} | " + " | ".join(str(v[k]) for k in keys) + " |")
 
 
 PROBES = {"cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
@@ -334,6 +352,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="prompt: 0.01; tecoa: 1e-4; pretrain: 3e-3")
     ap.add_argument("--pool", type=int, default=20000, help="tecoa: source training images")
     ap.add_argument("--batch", type=int, default=128, help="tecoa batch")
+    ap.add_argument("--trainable", default="all", help="tecoa: image-tower parameter name prefixes that learn")
     ap.add_argument("--steps", type=int, default=800, help="pretrain steps")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
