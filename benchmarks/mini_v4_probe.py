@@ -305,7 +305,8 @@ def probe_cost(args) -> dict:
 
 def probe_table(args) -> None:
     """The log's accuracy probes as one markdown table (the note's numbers come from here)."""
-    cols = ("probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "train eps", "test eps", "n", "seed",
+    cols = ("probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "lr", "epochs", "steps", "train eps",
+            "test eps", "n", "seed",
             "clean (all)", "clean", "aa", "aa passes/img", "wall s", "cpu s")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
@@ -316,7 +317,9 @@ def probe_table(args) -> None:
         ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
         tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
         vals = (r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
-                r.get("depth", ""), r.get("n_ctx", ""), r.get("train_eps_255", ""), r["eps_255"], r["n"], r["seed"],
+                r.get("depth", ""), r.get("n_ctx", ""), r.get("lr", ""), r.get("epochs", ""),
+                r.get("train_steps", r.get("pretrain_steps", "")), r.get("train_eps_255", ""), r["eps_255"], r["n"],
+                r["seed"],
                 r["clean_all"], r["clean"], r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
         print("| " + " | ".join(str(v) for v in vals) + " |")
     costs = [r for r in records if r["probe"] == "cost"]
