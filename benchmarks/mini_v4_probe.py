@@ -119,15 +119,17 @@ def source_name(world: str) -> str:
     else:
         cols = np.asarray(colours)
         classnames = tuple(f"{mw.COLOURS[c]} {s}" for c in colours for s in mw.SOURCE_SHAPES)
-        label_attrs = (lambda y, _c=cols: {"colour": _c[y // len(mw.SOURCE_SHAPES)], "shape": y % len(mw.SOURCE_SHAPES)})
-        # keep the test set at 2,000 images and the pool at 20,000 whatever the class count
+        ns = len(mw.SOURCE_SHAPES)
+        label_attrs = (lambda y, _c=cols: {"colour": _c[y // ns], "shape": y % ns})
+    # keep the test set at 2,000 images and the pool at 20,000 whatever the class count
     sizes = {k: v * len(base.classnames) // len(classnames) for k, v in base.sizes.items()}
     task = replace(base, name=name, classnames=classnames, label_attrs=label_attrs, look=world_look(world),
                    sizes=sizes, description=f"probe world {world}")
     mw.TASKS[name] = task
     from capt.data.registry import DatasetSpec, register
 
-    register(DatasetSpec(name=name, kind="mini", role="source", build=(lambda split, root, tr, _n=name: mw.build(_n, split)),
+    register(DatasetSpec(name=name, kind="mini", role="source",
+                         build=(lambda split, root, tr, _n=name: mw.build(_n, split)),
                          description=task.description, templates=task.templates, splits=tuple(task.sizes)))
     return name
 
