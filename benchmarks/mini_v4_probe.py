@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -45,6 +46,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+# A probe world's task key holds its label function's address, so its disk-cache files would never be read
+# again (1 GB after this session's probes): render in memory only
+os.environ.setdefault("CAPT_NO_DISK_CACHE", "1")
 sys.path.insert(0, str(ROOT / "data_scripts"))
 
 import pretrain_mini as pm  # noqa: E402  (the pretraining script is the one way a mini CLIP is made)
