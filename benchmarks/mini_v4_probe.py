@@ -1,0 +1,386 @@
+#!/usr/bin/env python
+"""Probes that decide the fourth mini world and mini CLIP (issue 21), on the book's own code.
+
+    python benchmarks/mini_v4_probe.py cost      [--rounds 3]                       # per-step cost vs v3
+    python benchmarks/mini_v4_probe.py zeroshot  [--world W] [--ckpt P] [--eps 3]   # frozen CLIP, clean + aa
+    python benchmarks/mini_v4_probe.py tecoa     [--world W] [--ckpt P] [--train-eps 3] [--eps 3]
+    python benchmarks/mini_v4_probe.py prompt    [--method advmaple] [--depth 3] [--n-ctx 2] [--train-eps 2]
+    python benchmarks/mini_v4_probe.py pretrain  --arch L6W96 [--world W] [--steps 800] --ckpt OUT.pt
+    python benchmarks/mini_v4_probe.py table                                       # the log as markdown
+
+Every probe is seeded (``--seed``, default 1) and appends one JSON line to ``--log`` (default
+``benchmarks/mini_v4_probe.jsonl``): the probe's settings, clean and robust accuracy (%) under the
+book's ``aa`` (APGD-CE + APGD-T, 100 iterations, 9 targets) on the first-``--n`` seeded fixed subset of the
+source's test images (``capt.evaluate.fixed_subset``, eval seed 0), wall and process-CPU seconds.
+
+* ``--world``: a variant of the source task (:data:`WORLDS`: its look and its classes); pretraining
+  under ``pretrain --world`` renders the whole stream in that world's look.
+* ``--ckpt``: a mini CLIP checkpoint (default: the committed v3, ``capt/assets/mini_clip.pt``).
+* ``tecoa``: the ceiling. The whole image tower fine-tuned adversarially (TeCoA-style: CE on PGD-2
+  images against the frozen text head of the hand-crafted template), AdamW, on ``--pool`` source
+  training images for ``--epochs``; then the same evaluation as every other probe.
+* ``prompt``: one method of the book (``capt.methods``) trained with ``capt.train`` on 16 shots per
+  class, the mini profile's settings unless overridden (lr 0.01, 4 epochs, batch 32, PGD-2).
+* ``cost``: per pretraining step (batch 256, contrastive loss, forward + backward + AdamW) and per image
+  through the attacked image tower (forward + backward to the input, batch 256) of every :data:`ARCHS`
+  entry, interleaved over ``--rounds`` so that contention hits each alike; medians, and the ratio to v3.
+
+Nothing here changes the committed checkpoint or the profiles: candidate worlds and architectures live
+in the two tables below. Timings on a shared machine are noisy: say so when quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+# A probe world's task key holds its label function's address, so its disk-cache files would never be read
+# again (1 GB after this session's probes): render in memory only
+os.environ.setdefault("CAPT_NO_DISK_CACHE", "1")
+sys.path.insert(0, str(ROOT / "data_scripts"))
+
+import pretrain_mini as pm  # noqa: E402  (the pretraining script is the one way a mini CLIP is made)
+
+from capt.attacks import AttackSpec, pgd  # noqa: E402
+from capt.data import load_dataset  # noqa: E402
+from capt.data import miniworld as mw  # noqa: E402
+from capt.data.fewshot import sample_few_shot  # noqa: E402
+from capt.evaluate import evaluate  # noqa: E402
+from capt.methods import get_method  # noqa: E402
+from capt.mini_model import MODEL_CONFIG, build_mini  # noqa: E402
+from capt.models import load_clip  # noqa: E402
+from capt.prompts import PromptedCLIP  # noqa: E402
+from capt.train import TrainConfig, seed_everything, train  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------
+# Candidate architectures: v3 and deeper/wider towers (prompts would go in the first two thirds)
+# ----------------------------------------------------------------------------------------------
+
+
+def _arch(layers: int, width: int, patch: int = 8, text_layers: int | None = None, text_width: int = 64) -> dict:
+    cfg = copy.deepcopy(MODEL_CONFIG)
+    cfg["vision_cfg"].update(layers=layers, width=width, patch_size=patch, head_width=32)
+    cfg["text_cfg"].update(layers=text_layers or layers, width=text_width, heads=max(2, text_width // 32))
+    return cfg
+
+
+ARCHS = {
+    "v3": copy.deepcopy(MODEL_CONFIG),  # 3 layers, width 64, patch 8 (16 tokens)
+    "L6W64": _arch(6, 64),
+    "L4W96": _arch(4, 96),
+    "L6W96": _arch(6, 96),
+    "L6W128": _arch(6, 128),
+    "L3W64p4": _arch(3, 64, patch=4),  # 64 image tokens
+    "L6W96p4": _arch(6, 96, patch=4),
+}
+
+# ----------------------------------------------------------------------------------------------
+# Candidate worlds: the source task's look and classes (v3 is the committed mini_source)
+# ----------------------------------------------------------------------------------------------
+# Well-separated hues of the v3 palette (0, 52, 125, 225, 272 degrees: gaps >= 47 degrees)
+_FAR_HUES = (0, 2, 4, 7, 8)
+
+WORLDS = {
+    "v3": {},
+    "clean_sensor": {"look": {"noise": 0.0}},  # no sensor noise
+    "vivid": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0}},  # hue margins
+    "vivid_clean": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0, "noise": 0.0}},
+    "large": {"look": {"small_scale": (9.0, 10.5)}},  # small objects 40 % larger: shapes with more pixels
+    "far5": {"colours": _FAR_HUES},  # 5 well-separated hues x 10 shapes = 50 classes
+    "far5_vivid": {"colours": _FAR_HUES, "look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0),
+                                                  "hue_jitter": 6.0}},
+}
+
+
+def world_look(world: str) -> mw.Look:
+    return replace(mw.Look(), **WORLDS[world].get("look", {}))
+
+
+def source_name(world: str) -> str:
+    """Register (once) the world's source task and return its dataset name."""
+    if world == "v3":
+        return "mini_source"
+    name = f"probe_source_{world}"
+    if name in mw.TASKS:
+        return name
+    spec = WORLDS[world]
+    base = mw.TASKS["mini_source"]
+    colours = spec.get("colours")
+    if colours is None:
+        classnames, label_attrs = base.classnames, base.label_attrs
+    else:
+        cols = np.asarray(colours)
+        classnames = tuple(f"{mw.COLOURS[c]} {s}" for c in colours for s in mw.SOURCE_SHAPES)
+        ns = len(mw.SOURCE_SHAPES)
+        label_attrs = (lambda y, _c=cols: {"colour": _c[y // ns], "shape": y % ns})
+    # keep the test set at 2,000 images and the pool at 20,000 whatever the class count
+    sizes = {k: v * len(base.classnames) // len(classnames) for k, v in base.sizes.items()}
+    task = replace(base, name=name, classnames=classnames, label_attrs=label_attrs, look=world_look(world),
+                   sizes=sizes, description=f"probe world {world}")
+    mw.TASKS[name] = task
+    from capt.data.registry import DatasetSpec, register
+
+    register(DatasetSpec(name=name, kind="mini", role="source",
+                         build=(lambda split, root, tr, _n=name: mw.build(_n, split)),
+                         description=task.description, templates=task.templates, splits=tuple(task.sizes)))
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------------------------
+def robust_eval(model, test, eps: float, n: int) -> dict:
+    rows = evaluate(model, test, ["clean", AttackSpec("aa", eps=eps, steps=100)], max_n=n, progress=False)
+    out = {"clean": round(float(rows.accuracy[0]), 2), "robust": round(float(rows.accuracy[1]), 2),
+           "n": int(rows.n[0]), "aa_seconds": round(float(rows.seconds[1]), 1),
+           "aa_passes_per_image": round(float(rows.passes[1]), 1)}
+    whole = evaluate(model, test, ["clean"], progress=False)  # clean on the whole test set too
+    out["clean_all"] = round(float(whole.accuracy[0]), 2)
+    return out
+
+
+def zero_shot(bundle, test) -> PromptedCLIP:
+    return PromptedCLIP(bundle, list(test.classnames), prompt="none", template=list(test.templates)).eval()
+
+
+def log_result(args, record: dict) -> None:
+    record = {"probe": args.probe, "seed": args.seed, **record}
+    print(json.dumps(record), flush=True)
+    with open(args.log, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes
+# ----------------------------------------------------------------------------------------------
+def probe_zeroshot(args) -> dict:
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    test = load_dataset(source_name(args.world), "test")
+    return {"world": args.world, "ckpt": str(args.ckpt), "eps_255": args.eps,
+            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+
+
+def probe_tecoa(args) -> dict:
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    name = source_name(args.world)
+    test, pool = load_dataset(name, "test"), load_dataset(name, "train")
+    model = zero_shot(bundle, test)
+    with torch.no_grad():
+        text = model.encode_text()
+    visual = model.clip.visual
+    # which part of the tower learns (comma-separated name prefixes, e.g. "conv1" or "transformer.resblocks.2")
+    parts = None if args.trainable == "all" else tuple(args.trainable.split(","))
+    trained = [p for n, p in visual.named_parameters() if parts is None or n.startswith(parts)]
+    if not trained:
+        raise SystemExit(f"--trainable {args.trainable!r} names no parameter of the image tower; valid prefixes: "
+                         + ", ".join(sorted({n.split('.')[0] for n, _ in visual.named_parameters()})))
+    for p in trained:
+        p.requires_grad_(True)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(pool), generator=g)[:args.pool]
+    x_all = pool.images[idx].float().div_(255)
+    y_all = torch.tensor(pool.labels)[idx]
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
+    eps, steps = args.train_eps / 255, 0
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
+        for b in order.split(args.batch):
+            x, y = x_all[b], y_all[b]
+            model.eval()
+            x_adv = pgd(model, x, y, eps=eps, alpha=eps / 2, steps=2, text_features=text,
+                        generator=torch.Generator().manual_seed(args.seed * 7919 + steps))
+            loss = F.cross_entropy(model(x_adv, text), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        print(f"  tecoa epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.3f}", flush=True)
+    for p in trained:
+        p.requires_grad_(False)
+    model.eval()
+    return {"world": args.world, "ckpt": str(args.ckpt), "train_eps_255": args.train_eps, "eps_255": args.eps,
+            "trainable": args.trainable, "trained_parameters": sum(p.numel() for p in trained),
+            "pool": len(idx), "epochs": args.epochs, "lr": args.lr, "train_steps": steps,
+            **robust_eval(model, test, args.eps / 255, args.n)}
+
+
+def probe_prompt(args) -> dict:
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    name = source_name(args.world)
+    test = load_dataset(name, "test")
+    shots = sample_few_shot(load_dataset(name, "train"), 16, seed=args.seed)
+    method = get_method(args.method)
+    seed_everything(args.seed)
+    model = method.build(bundle, list(shots.classnames), n_ctx=args.n_ctx, depth=args.depth,
+                         templates=list(shots.templates))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, eps=args.train_eps / 255,
+                      alpha=args.train_eps / 255, steps=2, seed=args.seed)
+    t0 = time.time()
+    res = train(model, shots, method, cfg, progress=False)
+    train_s = time.time() - t0
+    return {"world": args.world, "ckpt": str(args.ckpt), "method": args.method, "depth": args.depth,
+            "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs, "train_eps_255": args.train_eps,
+            "eps_255": args.eps, "train_seconds": round(train_s, 1), "train_steps": res.steps,
+            **robust_eval(model, test, args.eps / 255, args.n)}
+
+
+def probe_pretrain(args) -> dict:
+    """A short pretraining of ``--arch`` (in ``--world``'s look) with the pretraining script's own loop."""
+    if args.ckpt is None:
+        raise SystemExit("pretrain needs --ckpt OUT.pt (where the probe checkpoint goes)")
+    cfg = ARCHS[args.arch]
+    look = world_look(args.world)
+    render = mw.render
+    mw.render = lambda attrs, seed, look_=look: render(attrs, seed, look_)  # the stream in the world's look
+    pm.build_mini = lambda vocab_size=None: build_mini(cfg, vocab_size=vocab_size)
+    ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=50, seed=0)
+    cpu0 = time.process_time()
+    model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True))
+    cpu = time.process_time() - cpu0
+    mw.render = render
+    config = json.loads(json.dumps(cfg))
+    config["text_cfg"]["vocab_size"] = len(tokenizer)
+    blob = {"format": "capt-mini-clip/1", "config": config, "vocab": list(tokenizer.vocab),
+            "state_dict": {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()},
+            "mean": list(pm.MEAN), "std": list(pm.STD)}
+    torch.save(blob, args.ckpt)
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    test = load_dataset(source_name(args.world), "test")
+    return {"world": args.world, "arch": args.arch, "ckpt": str(args.ckpt), "pretrain_steps": args.steps,
+            "pretrain_seconds": round(seconds, 1), "pretrain_cpu_seconds": round(cpu, 1),
+            "parameters": sum(p.numel() for p in model.parameters()), "eps_255": args.eps,
+            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+
+
+def probe_cost(args) -> dict:
+    """Median seconds per pretraining step and per attacked image of every architecture, interleaved."""
+    images, texts, match, _ = mw.pretrain_batch(0, 256)
+    tok = pm.MiniTokenizer()
+    x = pm._normalise(torch.from_numpy(images).float().div_(255))
+    t = tok(texts)
+    m = torch.from_numpy(match).float()
+    models = {a: build_mini(cfg, vocab_size=len(tok)) for a, cfg in ARCHS.items()}
+    opts = {a: torch.optim.AdamW(mdl.parameters(), lr=1e-4) for a, mdl in models.items()}
+    step_s = {a: [] for a in ARCHS}
+    attack_s = {a: [] for a in ARCHS}
+    for r in range(args.rounds + 1):  # round 0 warms up and is not counted
+        for a, mdl in models.items():
+            mdl.train()
+            t0 = time.process_time()
+            img = mdl.encode_image(x, normalize=True)
+            txt = pm.encode_text_trimmed(mdl, t)
+            loss = pm.multi_positive_loss(img, txt, mdl.logit_scale.exp(), m)
+            opts[a].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[a].step()
+            t1 = time.process_time()
+            mdl.eval()
+            xa = x.clone().requires_grad_(True)
+            out = mdl.encode_image(xa, normalize=True)
+            (g,) = torch.autograd.grad(out.sum(), xa)
+            t2 = time.process_time()
+            if r:
+                step_s[a].append(t1 - t0)
+                attack_s[a].append((t2 - t1) / len(x))
+    res = {}
+    for a in ARCHS:
+        s, p = statistics.median(step_s[a]), statistics.median(attack_s[a])
+        res[a] = {"params": sum(q.numel() for q in models[a].parameters()),
+                  "visual_params": sum(q.numel() for q in models[a].visual.parameters()),
+                  "image_tokens": (32 // ARCHS[a]["vision_cfg"]["patch_size"]) ** 2,
+                  "cpu_s_per_pretrain_step": round(s, 3), "pretrain_3000_steps_cpu_min": round(s * 3000 / 60, 1),
+                  "cpu_ms_per_attack_pass": round(1000 * p, 3)}
+    for a in ARCHS:
+        res[a]["step_vs_v3"] = round(res[a]["cpu_s_per_pretrain_step"] / res["v3"]["cpu_s_per_pretrain_step"], 2)
+        res[a]["attack_vs_v3"] = round(res[a]["cpu_ms_per_attack_pass"] / res["v3"]["cpu_ms_per_attack_pass"], 2)
+        print(a, res[a], flush=True)
+    return {"rounds": args.rounds, "threads": torch.get_num_threads(), "archs": res}
+
+
+def probe_table(args) -> None:
+    """The log's accuracy probes as one markdown table (the note's numbers come from here)."""
+    cols = ("probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "lr", "epochs", "steps", "train eps",
+            "test eps", "n", "seed",
+            "clean (all)", "clean", "aa", "aa passes/img", "wall s", "cpu s")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    for r in records:
+        if r["probe"] == "cost":
+            continue
+        ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
+        tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
+        vals = (r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
+                r.get("depth", ""), r.get("n_ctx", ""), r.get("lr", ""), r.get("epochs", ""),
+                r.get("train_steps", r.get("pretrain_steps", "")), r.get("train_eps_255", ""), r["eps_255"], r["n"],
+                r["seed"],
+                r["clean_all"], r["clean"], r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
+        print("| " + " | ".join(str(v) for v in vals) + " |")
+    costs = [r for r in records if r["probe"] == "cost"]
+    if costs:  # the latest cost run
+        c = costs[-1]
+        keys = ("params", "visual_params", "image_tokens", "cpu_s_per_pretrain_step", "pretrain_3000_steps_cpu_min",
+                "step_vs_v3", "cpu_ms_per_attack_pass", "attack_vs_v3")
+        print(f"\ncost, {c['rounds']} rounds, {c['threads']} thread(s), {c['wall_seconds']} s wall:\n")
+        print("| arch | " + " | ".join(keys) + " |")
+        print("|" + "---|" * (len(keys) + 1))
+        for a, v in c["archs"].items():
+            print(f"| {a} | " + " | ".join(str(v[k]) for k in keys) + " |")
+
+
+PROBES = {"cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
+          "pretrain": probe_pretrain, "table": probe_table}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("probe", choices=list(PROBES))
+    ap.add_argument("--world", default="v3", choices=list(WORLDS))
+    ap.add_argument("--arch", default="v3", choices=list(ARCHS))
+    ap.add_argument("--ckpt", type=Path, default=None, help="mini CLIP checkpoint (default: the committed v3)")
+    ap.add_argument("--eps", type=float, default=3.0, help="test radius, in /255")
+    ap.add_argument("--train-eps", type=float, default=3.0, help="training radius, in /255")
+    ap.add_argument("--n", type=int, default=300, help="test images under aa (seeded fixed subset)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--method", default="advmaple")
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--n-ctx", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None, help="prompt: 4; tecoa: 3")
+    ap.add_argument("--lr", type=float, default=None, help="prompt: 0.01; tecoa: 1e-4; pretrain: 3e-3")
+    ap.add_argument("--pool", type=int, default=20000, help="tecoa: source training images")
+    ap.add_argument("--batch", type=int, default=128, help="tecoa batch")
+    ap.add_argument("--trainable", default="all", help="tecoa: image-tower parameter name prefixes that learn")
+    ap.add_argument("--steps", type=int, default=800, help="pretrain steps")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log", type=Path, default=ROOT / "benchmarks" / "mini_v4_probe.jsonl")
+    args = ap.parse_args(argv)
+    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "pretrain": (None, 3e-3)}.get(args.probe, (None, None))
+    args.epochs = args.epochs if args.epochs is not None else defaults[0]
+    args.lr = args.lr if args.lr is not None else defaults[1]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.probe == "table":
+        probe_table(args)
+        return 0
+    w0, c0 = time.time(), time.process_time()
+    record = PROBES[args.probe](args)
+    record.update(wall_seconds=round(time.time() - w0, 1), cpu_seconds=round(time.process_time() - c0, 1))
+    log_result(args, record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
