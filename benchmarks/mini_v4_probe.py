@@ -226,9 +226,9 @@ def probe_prompt(args) -> dict:
     model = method.build(bundle, list(shots.classnames), n_ctx=args.n_ctx, depth=args.depth,
                          templates=list(shots.templates))
     cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, eps=args.train_eps / 255,
-                      alpha=args.train_eps / 255, steps=2, seed=args.seed)
+                      alpha=args.train_eps / 255, steps=2)
     t0 = time.time()
-    res = train(model, shots, method, cfg, progress=False)
+    res = train(model, shots, method, cfg, progress=False, seed=args.seed)
     train_s = time.time() - t0
     return {"world": args.world, "ckpt": str(args.ckpt), "method": args.method, "depth": args.depth,
             "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs, "train_eps_255": args.train_eps,
