@@ -1,9 +1,10 @@
 """How the book was run: each chapter's wall time, the sweep's runs by kind, the machine and versions.
 
-Nothing here is typed: :func:`record` stamps an executed notebook with the machine and versions that ran
-it (papermill already records each cell's and the notebook's duration there), the sweep writes its
-report (``<out_dir>/sweep/report-*.json``) with each run's seconds, and :func:`write_page` turns those
-records and the results store into the book's execution-statistics page at build time.
+Nothing here is typed: ``capt run`` stamps each executed notebook with :func:`machine`, the machine and
+versions that ran it (``capt.runner.finish_notebook``; papermill already records each cell's and the
+notebook's duration there), the sweep writes its report (``<out_dir>/sweep/report-*.json``) with each
+run's seconds, and :func:`write_page` turns those records and the results store into the book's
+execution-statistics page at build time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-KEY = "capt_execution"  # the notebook metadata field that :func:`record` writes
+KEY = "capt_execution"  # the notebook metadata field that holds :func:`machine` of the run
 
 
 def _cpu_model() -> str:
@@ -53,17 +54,6 @@ def machine() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
             "torch": torch.__version__, "capt_commit": _commit(), "host_os": f"{platform.system()} {platform.release()}"}
-
-
-def record(path: str | os.PathLike, info: dict | None = None) -> None:
-    """Stamp the executed notebook ``path`` with the machine and versions that ran it."""
-    import nbformat
-
-    from .io import atomic_write_text
-
-    nb = nbformat.read(str(path), as_version=4)
-    nb.metadata[KEY] = info if info is not None else machine()
-    atomic_write_text(path, nbformat.writes(nb))
 
 
 def chapter_rows(notebooks) -> pd.DataFrame:

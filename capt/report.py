@@ -284,9 +284,8 @@ def focus(chapter: str, rows: pd.DataFrame, S) -> tuple[pd.DataFrame, str]:
     return c.focus(rows, S)
 
 
-def glance_line(rows: pd.DataFrame, strong: str, chapter: str, where: str, method: str = "capt") -> dict:
-    """One row of the intro's results-at-a-glance table."""
-    c = compare(rows, strong, method)
+def glance_line(c: pd.DataFrame, strong: str, chapter: str, where: str) -> dict:
+    """One row of the intro's results-at-a-glance table, from the chapter's :func:`compare` rows."""
     out = {"chapter": chapter, "on": where}
     for _, x in c.iterrows():
         if x.metric in ("clean", f"robust ({strong.upper()})"):
@@ -306,8 +305,8 @@ def write_glance(found: dict, path: str | Path, titles: dict | None = None) -> P
     for chapter, (S, csv) in found.items():
         if Path(csv).is_file():
             rows, where = focus(chapter, pd.read_csv(csv), S)
-            lines.append(glance_line(rows, S.strong_attack, chapter, where))
-            c = compare(rows, S.strong_attack)
+            c = compare(rows, S.strong_attack)  # one comparison: the table's row and the figure's
+            lines.append(glance_line(c, S.strong_attack, chapter, where))
             diffs.append(c.assign(chapter=(titles or {}).get(chapter, chapter)))
     if not lines:
         text = "*No chapter has been run yet: `capt book` runs them, then this table is generated.*\n"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .execution import record as record_execution
+from . import execution
 from .io import atomic_write_text
 from .notebook import Settings
 from .papermill_hook import install as install_papermill_hook
@@ -31,23 +31,23 @@ def run_profile(profile: str | os.PathLike, output_dir: str | os.PathLike, only:
     out.mkdir(parents=True, exist_ok=True)
     ref = str(profile_path(profile)) if Path(str(profile)).suffix in (".yaml", ".yml") else data["name"]
     written = []
-    install_papermill_hook()  # in this process too, where papermill was imported before capt
+    install_papermill_hook()  # papermill's plugin import does this where capt is installed; a bare checkout has no entry point
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name} ({data['name']} profile)")
         t0 = time.perf_counter()
         target = out / f"{name}.ipynb"
         pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(target), parameters={"profile": ref, **overrides},
                             kernel_name=kernel, cwd=str(nb_dir), progress_bar=True, report_mode=False)
-        hide_injected(target)
-        record_execution(target)  # the machine and versions beside papermill's own timings
+        finish_notebook(target)
         log(f"    done in {time.perf_counter() - t0:.0f}s -> {target}")
         written.append(target)
     return written
 
 
-def hide_injected(path: str | os.PathLike) -> None:
-    """Collapse the cell papermill injected (tag ``hide-cell``): the book shows results first, and the
-    values a run used stay one click away."""
+def finish_notebook(path: str | os.PathLike) -> None:
+    """One pass over an executed chapter: collapse the cell papermill injected (tag ``hide-cell``: the book
+    shows results first, and the values a run used stay one click away), and stamp the machine and versions
+    that ran it beside papermill's own timings (the execution-statistics page reads them)."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -55,4 +55,5 @@ def hide_injected(path: str | os.PathLike) -> None:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "hide-cell" not in tags:
             cell.metadata["tags"] = [*tags, "hide-cell"]
+    nb.metadata[execution.KEY] = execution.machine()
     atomic_write_text(path, nbformat.writes(nb))

@@ -51,7 +51,7 @@ from typing import Callable, Optional
 from .base import DEFAULT_TEMPLATES, ImageFiles
 from .real import IMAGE_EXTENSIONS, _display_name
 from .registry import DatasetSpec, get_spec, load_dataset, register_prefix
-from .splits import SPLIT_NAMES, SplitFileError, classnames_from_split, read_split
+from .splits import SPLIT_NAMES, SplitFileError, classnames_from_split, read_split, write_split
 
 PREFIX = "folder:"
 OPTIONS = ("shift_of", "split_seed")
@@ -447,8 +447,6 @@ def split_file_name(name: str) -> str:
 
 def record_split(name: str, out_dir: str | os.PathLike) -> Path:
     """Write the split in use as a CoOp split file under ``out_dir`` (never into the user's folder)."""
-    from .splits import write_split
-
     index = folder_index(name)
     path = Path(out_dir) / split_file_name(name)
     if not path.exists():
