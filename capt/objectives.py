@@ -118,7 +118,8 @@ class Objective:
                  frozen_logits: torch.Tensor | None = None, clean_features: torch.Tensor | None = None,
                  adv_features: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Return ``(total, terms)``; ``terms`` holds floats for logging (``ce``, ``cons_train``,
-        ``cons_frozen``, ``alpha``, ``cos``, ``total``). ``clean_features``/``adv_features``: the image
+        ``cons_frozen``, ``alpha`` with ``alpha_sq`` and ``alpha_low`` (its mean square and share below 0.5 over the
+        batch), ``cos``, ``total``). ``clean_features``/``adv_features``: the image
         features of the two batches (``fap`` only)."""
         if self.kind == "none":
             raise ValueError("objective 'none' (zero-shot) has nothing to train")
@@ -147,5 +148,9 @@ class Objective:
         alpha = adaptive_alpha(self.alpha_strategy, frozen_logits, labels, kl_train, kl_frozen, self.alpha_value)
         cons = ((1 - alpha) * kl_train + alpha * kl_frozen).mean()
         total = ce + self.lam * cons
+        # alpha's spread over the batch is logged too (its mean square and the share below 0.5), so a run's
+        # history gives the distribution of alpha over its training images, not only its average
+        a = alpha.float().expand(len(labels))
         return total, _floats(ce=ce, cons_train=kl_train.mean(), cons_frozen=kl_frozen.mean(),
-                              alpha=alpha.float().mean(), total=total)
+                              alpha=a.mean(), alpha_sq=(a * a).mean(), alpha_low=(a < 0.5).float().mean(),
+                              total=total)

@@ -145,3 +145,17 @@ def test_fap_needs_features():
     with pytest.raises(ValueError, match="image features"):
         Objective("fap")(LABELS, CLEAN, ADV, None)
     assert Objective("fap").needs_features and not Objective("trades").needs_features
+
+
+def test_capt_logs_the_spread_of_alpha_over_the_batch():
+    """The history's alpha terms give the distribution of alpha over the training images: its mean, mean
+    square and share below 0.5 (here alpha = e/(e+2) = 0.576 and 0.5 exactly: none below)."""
+    _, terms = Objective("capt", alpha_strategy="frozen_confidence")(LABELS, CLEAN, ADV, FROZEN)
+    a = [math.e / (math.e + 2), 0.5]
+    assert terms["alpha"] == pytest.approx(sum(a) / 2, abs=1e-6)
+    assert terms["alpha_sq"] == pytest.approx(sum(v * v for v in a) / 2, abs=1e-6)
+    assert terms["alpha_low"] == 0.0
+    _, low = Objective("capt", alpha_strategy="agreement")(torch.tensor([1, 2]), CLEAN, ADV, FROZEN)
+    assert (low["alpha"], low["alpha_sq"], low["alpha_low"]) == (0.5, 0.5, 0.5)
+    _, fixed = Objective("capt", alpha_strategy="fixed", alpha_value=0.25)(LABELS, CLEAN, ADV, FROZEN)
+    assert (fixed["alpha"], fixed["alpha_sq"], fixed["alpha_low"]) == pytest.approx((0.25, 0.0625, 1.0))
