@@ -102,7 +102,7 @@ FLOORS = [
                     "stats"}),
     ("experiments", {"experiments", ""}),
     ("values: profiles and Settings", {"profiles", "notebook"}),
-    ("what chapters compute and show", {"plans", "report", "plots", "reported"}),
+    ("what chapters compute and show", {"plans", "report", "plots", "reported", "phenomena"}),
     ("running: papermill and the sweep", {"runner", "sweep", "sweep.tasks", "sweep.cost", "sweep.done",
                                           "sweep.worker", "sweep.engines", "sweep.pool", "sweep.dispatch",
                                           "execution", "papermill_hook"}),
