@@ -99,6 +99,45 @@ def store_rows(folder: str | os.PathLike) -> int | None:
     return len(pd.read_csv(path, usecols=[0]))
 
 
+def time_by_stage(folder: str | os.PathLike) -> pd.DataFrame:
+    """Where a results store's compute went: the runs' training (their histories' per-step seconds) and
+    each attack kind's evaluations (the rows' seconds), with the tower passes each evaluated image cost.
+    Robust images are what make the strong attacks dear: ``aa`` spends ~1,000 passes on an image that
+    survives and a few dozen on one that falls."""
+    from .attacks import kind_of_label
+
+    folder = Path(folder)
+    path = folder / "results.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = pd.read_csv(path, usecols=lambda c: c in ("attack", "n", "seconds", "passes"))
+    if set(rows.columns) != {"attack", "n", "seconds", "passes"}:  # a store from before rows carried costs
+        return pd.DataFrame()
+    kinds = [kind_of_label(a) for a in rows["attack"]]
+    rows["stage"] = [("evaluation: " + (k.name if k is not None else a)) for k, a in zip(kinds, rows["attack"])]
+    # passes are counted by capt's own attacks; torchattacks' and the reference code's are not
+    uncounted = {"evaluation: " + k.name for k in kinds if k is not None and k.impl != "capt"}
+    stages = rows.groupby("stage").agg(seconds=("seconds", "sum"), images=("n", "sum"),
+                                       passes=("passes", lambda p: float((p * rows.loc[p.index, "n"]).sum())))
+    stages["per image"] = (stages["passes"] / stages["images"]).round(1)
+    train = sum(float(pd.read_csv(h, usecols=["seconds"])["seconds"].sum())
+                for h in (folder / "runs").glob("*/history.csv"))
+    table = pd.concat([pd.DataFrame({"seconds": [train], "images": [None], "per image": [None]},
+                                    index=["training (all runs)"]),
+                       stages[["seconds", "images", "per image"]]])
+    total = float(table["seconds"].sum())
+    table["share"] = [f"{100 * v / total:.0f} %" if total else "–" for v in table["seconds"]]
+    table = table.sort_values("seconds", ascending=False)
+    table["seconds"] = table["seconds"].map(_duration)
+    table["images"] = [("–" if v is None or v != v else f"{int(v):,}") for v in table["images"]]
+    table["per image"] = ["–" if v is None or v != v else ("not counted" if stage in uncounted else f"{v:g}")
+                          for stage, v in zip(table.index, table["per image"])]
+    table = table.reset_index().rename(columns={"index": "stage", "seconds": "worker time",
+                                                "images": "images evaluated",
+                                                "per image": "tower passes per image"})
+    return table[["stage", "worker time", "share", "images evaluated", "tower passes per image"]]
+
+
 def write_page(notebooks, store_dirs, path: str | os.PathLike) -> Path:
     """The execution-statistics page (Markdown, included by book/execution.md), from the records of the
     executed ``notebooks``, the sweep reports and results stores in ``store_dirs``."""
@@ -126,6 +165,12 @@ def write_page(notebooks, store_dirs, path: str | os.PathLike) -> Path:
                          f"{_duration(report['seconds'])} wall in all; the runs it computed, by kind:")
             if not runs.empty:
                 lines.append("\n" + markdown_table(runs))
+        stages = time_by_stage(folder)
+        if not stages.empty:
+            lines.append("\nWhere the worker time went (training steps from the runs' histories; each attack's "
+                         "evaluations from the store's rows; a tower pass is one image forward and backward through "
+                         "the image tower; torchattacks' attacks do not report theirs):\n\n"
+                         + markdown_table(stages))
         parts.append("\n".join(lines))
     atomic_write_text(path, "\n\n".join(parts) + "\n")
     return Path(path)

@@ -152,6 +152,31 @@ def test_the_execution_page_is_generated_from_the_records(tmp_path):
                                                                           "60 min 0 s"]
 
 
+def test_the_execution_page_says_where_the_worker_time_went(tmp_path):
+    """Training seconds from the runs' histories, each attack's from the store's rows, with the tower passes
+    per evaluated image (weighted by how many images each row evaluated)."""
+    from capt import execution
+
+    store = tmp_path / "store"
+    for key, secs in (("r1", [30.0, 30.0]), ("r2", [60.0])):
+        (store / "runs" / key).mkdir(parents=True)
+        pd.DataFrame({"step": range(len(secs)), "seconds": secs}).to_csv(store / "runs" / key / "history.csv",
+                                                                          index=False)
+    pd.DataFrame({"attack": ["clean", "aa", "aa", "pgd-10"], "n": [100, 100, 300, 100],
+                  "seconds": [1.0, 200.0, 100.0, 19.0], "passes": [0.0, 120.0, 40.0, 10.0]}).to_csv(
+        store / "results.csv", index=False)
+    t = execution.time_by_stage(store)
+    assert list(t["stage"]) == ["evaluation: aa", "training (all runs)", "evaluation: pgd", "evaluation: clean"]
+    assert list(t["worker time"]) == ["5 min 0 s", "2 min 0 s", "19.0 s", "1.0 s"]
+    assert list(t["share"]) == ["68 %", "27 %", "4 %", "0 %"]
+    assert list(t["tower passes per image"]) == ["60", "–", "10", "0"]  # (100*120 + 300*40) / 400 = 60
+    assert list(t["images evaluated"]) == ["400", "–", "100", "100"]
+    page = execution.write_page([], [store], tmp_path / "execution.md").read_text()
+    assert "Where the worker time went" in page and "| evaluation: aa | 5 min 0 s | 68 % | 400 | 60 |" in page
+    pd.DataFrame({"run_key": ["a"]}).to_csv(store / "results.csv", index=False)  # an old store: no costs
+    assert execution.time_by_stage(store).empty
+
+
 # -- the intro's glance ------------------------------------------------------------------------------------------
 def test_the_glance_names_chapters_by_title_with_links_and_draws_the_summary_figure(tmp_path):
     from types import SimpleNamespace
