@@ -41,6 +41,21 @@ MODEL_CONFIG = {
                  "mlp_ratio": 4.0},
 }
 
+
+def tower_config(layers: int | None = None, width: int | None = None) -> dict:
+    """:data:`MODEL_CONFIG` with both towers' depth and/or width changed (heads of 32 dimensions): the
+    pretraining script's ``--layers``/``--width``, for trying other towers (benchmarks/mini_v4_probe.md)."""
+    cfg = copy.deepcopy(MODEL_CONFIG)
+    for tower in ("vision_cfg", "text_cfg"):
+        if layers is not None:
+            cfg[tower]["layers"] = int(layers)
+        if width is not None:
+            cfg[tower]["width"] = int(width)
+    if width is not None:
+        cfg["text_cfg"]["heads"] = max(2, int(width) // 32)
+    return cfg
+
+
 _TOKEN_RE = re.compile(r"[A-Za-z]+|[.,]|[^\sA-Za-z.,]+")
 
 

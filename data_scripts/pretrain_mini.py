@@ -19,7 +19,14 @@ three seeds' 16-shot sets overlap; robust accuracy on the source under capt's L-
 of eps and torchattacks' APGD-CE-100 at the book's eps (:data:`BOOK_EPS`, the mini profile's ``eval_eps``); PGD-50 at the book's eps on
 every target and shift; and the checks of issue 14 (source clean 55-75 %, source robust <= 5 %, targets'
 mean clean 50-80 % with none >= 95 %, targets' mean robust <= 10 %, shifts below the source and >= 2x
-chance, confidence spread, 16-shot overlap < 15 %).
+chance, confidence spread, 16-shot overlap < 15 %). It also measures the ceiling of robustness this world
+allows (:func:`ceiling`: the whole image tower fine-tuned adversarially, 8 epochs), which the mini-world
+chapter shows beside what prompts reach.
+
+Options for trying other mini CLIPs (issue 21; ``benchmarks/mini_v4_probe.md`` has what they gave):
+``--layers``/``--width`` shape both towers, and ``--adv-share``/``--adv-eps`` replace a share of every batch by
+FGSM images against its captions. The committed checkpoint uses none of them; ``--out`` keeps a candidate
+away from it.
 
 One thread is the default: on a shared machine a second thread mostly waits for its partner, and the
 thread count is part of what makes the checkpoint bytes reproducible.
@@ -46,8 +53,8 @@ from capt.io import atomic_path, atomic_write_text
 from capt.models import load_clip
 from capt.notebook import Settings
 from capt.data import miniworld as mw
-from capt.mini_model import (DEFAULT_CHECKPOINT, MEAN, MODEL_CONFIG, STD, MiniTokenizer, build_mini,
-                             count_parameters, load_mini)
+from capt.mini_model import (DEFAULT_CHECKPOINT, MEAN, STD, MiniTokenizer, build_mini, count_parameters, load_mini,
+                             tower_config)
 
 GOLDEN_SUBSET = {"mini_source": 400, "mini_shape": 200}  # first N test images; tests recompute these
 # The mini book's test radius, read from its profile (the one home of parameter values): there, zero-shot
@@ -60,6 +67,10 @@ PGD_STEPS = 50  # at the book's eps: the whole source test set, every target and
 APGD_STEPS = 100
 FEW_SHOT = 16
 FEW_SHOT_SEEDS = (1, 2, 3)
+CEILING_EPOCHS = 8  # 3 epochs understate the ceiling by ~6 points on v3 (benchmarks/mini_v4_probe.md)
+# the in-distribution chapter's strong-attack subset of the source, so the ceiling and the prompts meet the
+# same images
+CEILING_N = Settings.from_profile("mini", "02_in_distribution").strong_n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,10 +197,58 @@ def competence_report(bundle, pgd: bool = True, log=print) -> dict:
         for name, acc in strong.items():
             log(f"  aa-{APGD_STEPS} at the book's eps on {name:<20s} {acc * 100:5.1f} %")
         report["aa_book_eps"] = {"eps": BOOK_EPS, "steps": APGD_STEPS, "acc": strong}
+        report["ceiling"] = ceiling(bundle, log=log)
     report["checks"] = _checks(report)
     for k, v in report["checks"].items():
         log(f"  check {k:<44s} {'ok' if v else 'FAILED'}")
     return report
+
+
+def ceiling(bundle, epochs: int = CEILING_EPOCHS, log=print) -> dict:
+    """How much robustness the world allows: the whole image tower fine-tuned adversarially (TeCoA-style:
+    cross-entropy on PGD-2 images at the book's eps against the frozen text head of the hand-crafted
+    template, AdamW lr 1e-4, batch 128, all 20,000 source training images), then clean accuracy and the
+    book's ``aa`` on the source's seeded fixed subset that the in-distribution chapter attacks. Prompts
+    steer the frozen tower; this changes all of it, so it bounds what they can reach."""
+    import copy
+
+    from capt.attacks import AttackSpec, pgd
+    from capt.evaluate import evaluate
+
+    bundle = copy.deepcopy(bundle)  # the caller's model stays frozen
+    test, pool = load_dataset("mini_source", "test"), load_dataset("mini_source", "train")
+    model = zero_shot_model(bundle, test)
+    with torch.no_grad():
+        text = model.encode_text()
+    trained = list(model.clip.visual.parameters())
+    for p in trained:
+        p.requires_grad_(True)
+    x_all, y_all = pool.images.float().div_(255), torch.tensor(pool.labels)
+    opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.0)
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(1_000_003 + epoch))
+        for b in order.split(128):
+            x, y = x_all[b], y_all[b]
+            model.eval()
+            x_adv = pgd(model, x, y, eps=BOOK_EPS, alpha=BOOK_EPS / 2, steps=2, text_features=text,
+                        generator=torch.Generator().manual_seed(7919 + step))
+            loss = F.cross_entropy(model(x_adv, text), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        log(f"  ceiling: adversarial fine-tuning epoch {epoch + 1}/{epochs}, last loss {loss.item():.3f}")
+    for p in trained:
+        p.requires_grad_(False)
+    model.eval()
+    rows = evaluate(model, test, ["clean", AttackSpec("aa", eps=BOOK_EPS, steps=APGD_STEPS)], max_n=CEILING_N,
+                    progress=False)
+    out = {"epochs": epochs, "steps": step, "pool": len(y_all), "lr": 1e-4, "batch": 128, "train_eps": BOOK_EPS,
+           "n": int(rows.n[0]), "clean": round(float(rows.accuracy[0]), 2), "robust": round(float(rows.accuracy[1]), 2)}
+    log(f"  ceiling (full adversarial fine-tuning, {epochs} epochs): {out['clean']:.1f} % clean, "
+        f"{out['robust']:.1f} % aa on the source's first {out['n']} subset images")
+    return out
 
 
 def _checks(r: dict) -> dict:
@@ -240,6 +299,27 @@ def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+def _fgsm_share(model, x, tok, match, share: float, eps_max: float) -> torch.Tensor:
+    """Replace the first ``share`` of the batch by one-step (FGSM) adversarial versions against the batch's
+    captions, each at its own radius drawn uniformly from [0, ``eps_max``]: the tower then learns features
+    that survive small perturbations beside the fragile ones, as a CLIP pretrained on varied web images
+    has, so adversarial prompt tuning has robust features to select (issue 21)."""
+    k = int(round(share * len(x)))
+    if k == 0:
+        return x
+    with torch.no_grad():
+        txt = encode_text_trimmed(model, tok)
+    xs = x[:k].clone().requires_grad_(True)
+    img = model.encode_image(_normalise(xs), normalize=True)
+    t = match[:k] / match[:k].sum(1, keepdim=True)
+    loss = F.cross_entropy(model.logit_scale.exp().detach() * img @ txt.T, t)
+    (g,) = torch.autograd.grad(loss, xs)
+    eps = torch.rand(k, 1, 1, 1) * eps_max
+    out = x.clone()
+    out[:k] = (x[:k] + eps * g.sign()).clamp_(0, 1)
+    return out
+
+
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -250,7 +330,7 @@ def _lr(step: int, total: int, base: float, warmup: int) -> float:
 def pretrain(args, log=print):
     torch.manual_seed(args.seed)
     tokenizer = MiniTokenizer()
-    model = build_mini(vocab_size=len(tokenizer))
+    model = build_mini(args.config, vocab_size=len(tokenizer))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
@@ -265,6 +345,8 @@ def pretrain(args, log=print):
         m = torch.from_numpy(match).float()
         for g in opt.param_groups:
             g["lr"] = _lr(step, args.steps, args.lr, args.warmup)
+        if args.adv_share > 0:
+            x = _fgsm_share(model, x, tok, m, args.adv_share, args.adv_eps)
         img = model.encode_image(_normalise(x), normalize=True)
         txt = encode_text_trimmed(model, tok)
         loss = multi_positive_loss(img, txt, model.logit_scale.exp(), m)
@@ -282,8 +364,8 @@ def pretrain(args, log=print):
     return model, tokenizer, time.time() - t0
 
 
-def checkpoint_bytes(model, tokenizer) -> bytes:
-    config = json.loads(json.dumps(MODEL_CONFIG))
+def checkpoint_bytes(model, tokenizer, config: dict) -> bytes:
+    config = json.loads(json.dumps(config))
     config["text_cfg"]["vocab_size"] = len(tokenizer)
     blob = {
         "format": "capt-mini-clip/1",
@@ -306,11 +388,19 @@ def main(argv=None) -> int:
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adv-share", type=float, default=0.0,
+                    help="share of each batch replaced by FGSM images against its captions (0: none)")
+    ap.add_argument("--adv-eps", type=float, default=6 / 255, help="largest FGSM radius (each image draws its own)")
+    ap.add_argument("--layers", type=int, default=None, help="both towers' depth (default: capt.mini_model's)")
+    ap.add_argument("--width", type=int, default=None, help="both towers' width (default: capt.mini_model's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--report-only", action="store_true", help="evaluate the checkpoint at --out, train nothing")
     ap.add_argument("--no-pgd", action="store_true", help="skip the PGD part of the report")
     args = ap.parse_args(argv)
+    args.config = tower_config(args.layers, args.width)
+    if args.report_only and (args.layers or args.width):
+        ap.error("--layers/--width shape a new tower; --report-only reads the checkpoint's own config")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -327,7 +417,7 @@ def main(argv=None) -> int:
         cpu0 = time.process_time()
         model, tokenizer, seconds = pretrain(args, log=lambda s: print(s, flush=True))
         cpu_seconds = time.process_time() - cpu0
-        data = checkpoint_bytes(model, tokenizer)
+        data = checkpoint_bytes(model, tokenizer, args.config)
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
         # the options that only change what the report evaluates do not change the checkpoint
@@ -351,7 +441,7 @@ def main(argv=None) -> int:
     model, tokenizer = loaded["model"], loaded["tokenizer"]
     bundle = load_clip("mini", checkpoint=out)
     info["parameters"] = count_parameters(model)
-    info["config"] = json.loads(json.dumps(MODEL_CONFIG))
+    info["config"] = {k: v for k, v in torch.load(out, map_location="cpu", weights_only=True)["config"].items()}
     info["vocab_size"] = len(tokenizer)
     print(f"checkpoint {out} ({len(data) / 1e6:.2f} MB, {info['parameters']:,} parameters), "
           f"sha256 {info['sha256']}", flush=True)

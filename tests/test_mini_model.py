@@ -156,17 +156,58 @@ def test_pretraining_is_deterministic():
     spec = importlib.util.spec_from_file_location("pretrain_mini", path)
     pm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pm)
-    args = argparse.Namespace(steps=3, batch=32, lr=3e-3, wd=0.1, warmup=2, seed=0)
+    from capt.mini_model import tower_config
+
+    args = argparse.Namespace(steps=3, batch=32, lr=3e-3, wd=0.1, warmup=2, seed=0, config=tower_config(),
+                              adv_share=0.0, adv_eps=6 / 255)
+
+    def blob(**changes):
+        a = argparse.Namespace(**{**vars(args), **changes})
+        return pm.checkpoint_bytes(*pm.pretrain(a, log=lambda s: None)[:2], a.config)
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        blobs = [pm.checkpoint_bytes(*pm.pretrain(args, log=lambda s: None)[:2]) for _ in range(2)]
+        blobs = [blob() for _ in range(2)]
+        adversarial = [blob(adv_share=0.5) for _ in range(2)]  # the FGSM share is seeded too
+        other = blob(seed=1)
     finally:
         torch.set_num_threads(threads)
     assert hashlib.sha256(blobs[0]).hexdigest() == hashlib.sha256(blobs[1]).hexdigest()
-    other = pm.checkpoint_bytes(*pm.pretrain(argparse.Namespace(**{**vars(args), "seed": 1}),
-                                             log=lambda s: None)[:2])
+    assert adversarial[0] == adversarial[1] != blobs[0]
     assert other != blobs[0]
+
+
+def test_the_fgsm_share_moves_only_its_images_and_within_the_radius():
+    import importlib.util
+    from pathlib import Path
+
+    from capt.mini_model import MiniTokenizer, build_mini
+    from capt.data import miniworld as mw
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
+    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
+    pm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pm)
+    torch.manual_seed(0)
+    tok = MiniTokenizer()
+    model = build_mini(vocab_size=len(tok))
+    images, texts, match, _ = mw.pretrain_batch(0, 8)
+    x = torch.from_numpy(images).float().div_(255)
+    out = pm._fgsm_share(model, x, tok(texts), torch.from_numpy(match).float(), 0.5, 4 / 255)
+    moved = (out - x).abs().flatten(1).amax(1)
+    assert (moved[4:] == 0).all() and (moved[:4] > 0).any() and (moved[:4] <= 4 / 255 + 1e-6).all()
+    assert out.min() >= 0 and out.max() <= 1
+    assert pm._fgsm_share(model, x, tok(texts), torch.from_numpy(match).float(), 0.0, 4 / 255) is x
+
+
+def test_tower_config_changes_both_towers():
+    from capt.mini_model import MODEL_CONFIG, tower_config
+
+    cfg = tower_config(6, 96)
+    assert (cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"], cfg["vision_cfg"]["width"],
+            cfg["text_cfg"]["width"], cfg["text_cfg"]["heads"]) == (6, 6, 96, 96, 3)
+    assert tower_config() == MODEL_CONFIG and tower_config() is not MODEL_CONFIG
 
 
 def test_competence_table_reports_every_check_of_the_card(report):
