@@ -92,8 +92,12 @@ ARCHS = {
 # Well-separated hues of the v3 palette (0, 52, 125, 225, 272 degrees: gaps >= 47 degrees)
 _FAR_HUES = (0, 2, 4, 7, 8)
 
+# v3's look (the committed mini_source's), spelled out, so every world here is v3's look plus its own
+# changes whatever mw.Look's defaults are; "v4" is the look this session's towers were pretrained in
+_V3_LOOK = {"saturation": (0.5, 1.0), "value": (0.6, 1.0), "hue_jitter": 13.0, "noise": 4.0}
 WORLDS = {
-    "v3": {},
+    "v3": {"look": {}},
+    "v4": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0, "noise": 0.0}},
     "clean_sensor": {"look": {"noise": 0.0}},  # no sensor noise
     "vivid": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0}},  # hue margins
     "vivid_clean": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0, "noise": 0.0}},
@@ -105,12 +109,12 @@ WORLDS = {
 
 
 def world_look(world: str) -> mw.Look:
-    return replace(mw.Look(), **WORLDS[world].get("look", {}))
+    return replace(mw.Look(), **{**_V3_LOOK, **WORLDS[world].get("look", {})})
 
 
 def source_name(world: str) -> str:
     """Register (once) the world's source task and return its dataset name."""
-    if world == "v3":
+    if world == "v3":  # the committed world
         return "mini_source"
     name = f"probe_source_{world}"
     if name in mw.TASKS:
@@ -172,13 +176,41 @@ def probe_zeroshot(args) -> dict:
             **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
 
 
-def probe_tecoa(args) -> dict:
-    bundle = load_clip("mini", checkpoint=args.ckpt)
+def _frozen_on_source(args):
+    """The world's source test and training sets, the zero-shot model on them and its class features."""
     name = source_name(args.world)
     test, pool = load_dataset(name, "test"), load_dataset(name, "train")
-    model = zero_shot(bundle, test)
+    model = zero_shot(load_clip("mini", checkpoint=args.ckpt), test)
     with torch.no_grad():
-        text = model.encode_text()
+        return test, pool, model, model.encode_text()
+
+
+def _adversarial_fit(args, model, params, pool, classes) -> tuple[int, int]:
+    """Train ``params`` TeCoA-style: cross-entropy on PGD-2 images (step eps/2) at ``--train-eps`` against the
+    class features ``classes()``, AdamW at ``--lr``, on ``--pool`` seeded source training images for
+    ``--epochs`` at ``--batch``. Returns (steps, images used)."""
+    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(args.seed))[:args.pool]
+    x_all, y_all = pool.images[idx].float().div_(255), torch.tensor(pool.labels)[idx]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    eps, steps = args.train_eps / 255, 0
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
+        for b in order.split(args.batch):
+            x, y = x_all[b], y_all[b]
+            model.eval()
+            x_adv = pgd(model, x, y, eps=eps, alpha=eps / 2, steps=2, text_features=classes().detach(),
+                        generator=torch.Generator().manual_seed(args.seed * 7919 + steps))
+            loss = F.cross_entropy(model(x_adv, classes()), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        print(f"  {args.probe} epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.3f}", flush=True)
+    return steps, len(idx)
+
+
+def probe_tecoa(args) -> dict:
+    test, pool, model, text = _frozen_on_source(args)
     visual = model.clip.visual
     # which part of the tower learns (comma-separated name prefixes, e.g. "conv1" or "transformer.resblocks.2")
     parts = None if args.trainable == "all" else tuple(args.trainable.split(","))
@@ -188,32 +220,28 @@ def probe_tecoa(args) -> dict:
                          + ", ".join(sorted({n.split('.')[0] for n, _ in visual.named_parameters()})))
     for p in trained:
         p.requires_grad_(True)
-    g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(len(pool), generator=g)[:args.pool]
-    x_all = pool.images[idx].float().div_(255)
-    y_all = torch.tensor(pool.labels)[idx]
-    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
-    eps, steps = args.train_eps / 255, 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
-        for b in order.split(args.batch):
-            x, y = x_all[b], y_all[b]
-            model.eval()
-            x_adv = pgd(model, x, y, eps=eps, alpha=eps / 2, steps=2, text_features=text,
-                        generator=torch.Generator().manual_seed(args.seed * 7919 + steps))
-            loss = F.cross_entropy(model(x_adv, text), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-        print(f"  tecoa epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.3f}", flush=True)
+    steps, pool_n = _adversarial_fit(args, model, trained, pool, lambda: text)
     for p in trained:
         p.requires_grad_(False)
     model.eval()
     return {"world": args.world, "ckpt": str(args.ckpt), "train_eps_255": args.train_eps, "eps_255": args.eps,
             "trainable": args.trainable, "trained_parameters": sum(p.numel() for p in trained),
-            "pool": len(idx), "epochs": args.epochs, "lr": args.lr, "train_steps": steps,
+            "pool": pool_n, "epochs": args.epochs, "lr": args.lr, "train_steps": steps,
             **robust_eval(model, test, args.eps / 255, args.n)}
+
+
+def probe_readout(args) -> dict:
+    """How robust a *readout* of the frozen features can be: the class text features replaced by a linear
+    head, trained adversarially (CE on PGD-2 images, AdamW) on ``--pool`` source training images. Prompts
+    also change the features; a head cannot, so this separates "the tower has robust features and the
+    hand-crafted readout ignores them" from "the tower has none"."""
+    test, pool, base, text = _frozen_on_source(args)
+    head = torch.nn.Parameter(text.clone())  # a linear head in place of the class texts, starting from them
+    steps, pool_n = _adversarial_fit(args, base, [head], pool, lambda: head)
+    base.frozen_text_features = head.detach()  # what the zero-shot model answers with
+    return {"world": args.world, "ckpt": str(args.ckpt), "method": "linear readout", "train_eps_255": args.train_eps,
+            "eps_255": args.eps, "pool": pool_n, "epochs": args.epochs, "lr": args.lr, "train_steps": steps,
+            **robust_eval(base, test, args.eps / 255, args.n)}
 
 
 def probe_prompt(args) -> dict:
@@ -311,7 +339,7 @@ def probe_cost(args) -> dict:
 
 def probe_table(args) -> None:
     """The log's accuracy probes as one markdown table (the note's numbers come from here)."""
-    cols = ("probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "lr", "epochs", "steps", "train eps",
+    cols = ("session", "probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "lr", "epochs", "steps", "train eps",
             "test eps", "n", "seed",
             "clean (all)", "clean", "aa", "aa passes/img", "wall s", "cpu s")
     print("| " + " | ".join(cols) + " |")
@@ -322,7 +350,7 @@ def probe_table(args) -> None:
             continue
         ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
         tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
-        vals = (r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
+        vals = (r.get("session", 1), r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
                 r.get("depth", ""), r.get("n_ctx", ""), r.get("lr", ""), r.get("epochs", ""),
                 r.get("train_steps", r.get("pretrain_steps", "")), r.get("train_eps_255", ""), r["eps_255"], r["n"],
                 r["seed"],
@@ -340,7 +368,26 @@ def probe_table(args) -> None:
             print(f"| {a} | " + " | ".join(str(v[k]) for k in keys) + " |")
 
 
-PROBES = {"cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
+def probe_cards(args) -> None:
+    """The candidate towers' pretraining cards (``data_scripts/pretrain_mini.py --out X.pt`` writes X.json
+    beside it; the probes' copies live in ``benchmarks/mini_v4_cards/``) as one markdown table."""
+    cols = ("tower", "reproduce", "parameters", "MB", "cpu min", "source", "targets mean", "shifts mean",
+            "confidence mean", "below 0.5")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for path in sorted(CARDS.glob("*.json")):
+        c = json.loads(path.read_text())
+        z = c["report"]["zero_shot"]
+        mean = lambda role: 100 * statistics.mean(v["acc"] for v in z.values() if v["role"] == role)  # noqa: E731
+        conf = c["report"]["source_train_confidence"]
+        vals = (path.stem, f"`{c['reproduce']}`", f"{c['parameters']:,}", round(c["size_bytes"] / 1e6, 2),
+                round(c["pretrain_cpu_seconds"] / 60, 1), f"{100 * z['mini_source']['acc']:.1f}",
+                f"{mean('target'):.1f}", f"{mean('shift'):.1f}", conf["mean"], conf["below_0.5"])
+        print("| " + " | ".join(str(v) for v in vals) + " |")
+
+
+CARDS = ROOT / "benchmarks" / "mini_v4_cards"
+PROBES = {"cards": probe_cards, "readout": probe_readout, "cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
           "pretrain": probe_pretrain, "table": probe_table}
 
 
@@ -367,13 +414,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=ROOT / "benchmarks" / "mini_v4_probe.jsonl")
     args = ap.parse_args(argv)
-    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "pretrain": (None, 3e-3)}.get(args.probe, (None, None))
+    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "readout": (3, 1e-3), "pretrain": (None, 3e-3)}.get(args.probe, (None, None))
     args.epochs = args.epochs if args.epochs is not None else defaults[0]
     args.lr = args.lr if args.lr is not None else defaults[1]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.probe == "table":
-        probe_table(args)
+    if args.probe in ("table", "cards"):
+        PROBES[args.probe](args)
         return 0
     w0, c0 = time.time(), time.process_time()
     record = PROBES[args.probe](args)
