@@ -196,8 +196,9 @@ class Experiment:
 
     # -- the whole thing --------------------------------------------------------------------------
     def evaluate(self, spec: RunSpec, datasets: Iterable, attacks: Iterable, max_n: int | None = None,
-                 eval_seed: int = 0) -> pd.DataFrame:
-        """Rows for ``spec`` on every dataset under every attack, computing only what is missing."""
+                 eval_seed: int = 0, compute: bool = True) -> pd.DataFrame:
+        """Rows for ``spec`` on every dataset under every attack, computing only what is missing
+        (``compute=False``: nothing; only the rows the store already holds)."""
         refs = [as_ref(d) for d in datasets]
         specs = [as_attack_spec(a) for a in attacks]
         done = self.store.keys()
@@ -222,7 +223,7 @@ class Experiment:
             # an ensemble attack needs its weaker attacks in the same call (they are cheap, and repeat exactly)
             need = {a.key for a in missing} | {b.key for a in missing for b in weaker(a)}
             todo[ref] = [a for a in specs if a.key in need]
-        if any(todo.values()):
+        if compute and any(todo.values()):
             source_model = self.trained(spec)
             prompts = source_model.prompt_state_dict()
             for ref, missing in todo.items():
@@ -247,17 +248,20 @@ class Experiment:
                 shutil.rmtree(partial, ignore_errors=True)
         keys = {(spec.key, eval_key(r, a)) for r in refs for a in specs}
         df = self.store.read()
+        if df.empty:  # an empty store (only reachable with compute=False): no rows, whatever was asked
+            return df
         mask = [(k, e) in keys for k, e in zip(df["run_key"].astype(str), df["eval_key"].astype(str))]
         return df[mask].reset_index(drop=True)
 
-    def run_jobs(self, jobs) -> pd.DataFrame:
-        """Rows of every :class:`capt.plans.Job` (each run trained once), with the jobs' tags as columns."""
+    def run_jobs(self, jobs, compute: bool = True) -> pd.DataFrame:
+        """Rows of every :class:`capt.plans.Job` (each run trained once), with the jobs' tags as columns;
+        ``compute=False`` reads what the store holds and trains or evaluates nothing."""
         jobs = list(jobs)
         from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
         parts = []
         for job in tqdm(jobs, desc="jobs", disable=not self.progress):
-            rows = self.evaluate(job.run, job.datasets, job.attacks, job.max_n)
+            rows = self.evaluate(job.run, job.datasets, job.attacks, job.max_n, compute=compute)
             parts.append(rows.assign(**dict(job.tags)))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

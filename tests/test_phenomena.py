@@ -105,3 +105,15 @@ def test_alpha_spread_pools_the_histories(tmp_path):
     assert got["runs"] == 2
     assert got["mean"] == pytest.approx(0.5) and got["sd"] == pytest.approx(0.3) and got["below_half"] == 0.5
     assert phenomena.alpha_spread(S, rows[rows.method == "fap"]) is None
+
+
+def test_the_checks_read_the_store_and_never_train(tmp_path, monkeypatch):
+    """Under a profile whose chapters have not run (here: an empty store), every check says "–" and nothing is
+    trained or attacked: the mini-world chapter must not start the paper's experiments."""
+    real = Settings.from_profile
+    monkeypatch.setattr(Settings, "from_profile", classmethod(
+        lambda cls, profile, chapter=None, **o: real.__func__(cls, profile, chapter, out_dir=str(tmp_path), **o)))
+    t = phenomena.checks("ci", card={})
+    assert (t["holds"] == "–").all() and (t["measured"] == "–").all()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results.csv").exists()
+    assert phenomena.reading(t).startswith("No check could be made: the store does not hold")
