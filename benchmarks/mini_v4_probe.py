@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 # A probe world's task key holds its label function's address, so its disk-cache files would never be read
@@ -53,7 +52,7 @@ sys.path.insert(0, str(ROOT / "data_scripts"))
 
 import pretrain_mini as pm  # noqa: E402  (the pretraining script is the one way a mini CLIP is made)
 
-from capt.attacks import AttackSpec, pgd  # noqa: E402
+from capt.attacks import AttackSpec  # noqa: E402
 from capt.data import load_dataset  # noqa: E402
 from capt.data import miniworld as mw  # noqa: E402
 from capt.data.fewshot import sample_few_shot  # noqa: E402
@@ -61,7 +60,6 @@ from capt.evaluate import evaluate  # noqa: E402
 from capt.methods import get_method  # noqa: E402
 from capt.mini_model import MODEL_CONFIG, build_mini  # noqa: E402
 from capt.models import load_clip  # noqa: E402
-from capt.prompts import PromptedCLIP  # noqa: E402
 from capt.train import TrainConfig, seed_everything, train  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
@@ -155,8 +153,7 @@ def robust_eval(model, test, eps: float, n: int) -> dict:
     return out
 
 
-def zero_shot(bundle, test) -> PromptedCLIP:
-    return PromptedCLIP(bundle, list(test.classnames), prompt="none", template=list(test.templates)).eval()
+zero_shot = pm.zero_shot_model  # the frozen CLIP with the dataset's hand-crafted template
 
 
 def log_result(args, record: dict) -> None:
@@ -186,26 +183,13 @@ def _frozen_on_source(args):
 
 
 def _adversarial_fit(args, model, params, pool, classes) -> tuple[int, int]:
-    """Train ``params`` TeCoA-style: cross-entropy on PGD-2 images (step eps/2) at ``--train-eps`` against the
-    class features ``classes()``, AdamW at ``--lr``, on ``--pool`` seeded source training images for
-    ``--epochs`` at ``--batch``. Returns (steps, images used)."""
+    """The pretraining script's TeCoA-style fit (``pm.adversarial_fit``) at ``--train-eps``, ``--lr``,
+    ``--epochs``, ``--batch`` on ``--pool`` seeded source training images. Returns (steps, images used)."""
     idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(args.seed))[:args.pool]
     x_all, y_all = pool.images[idx].float().div_(255), torch.tensor(pool.labels)[idx]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    eps, steps = args.train_eps / 255, 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
-        for b in order.split(args.batch):
-            x, y = x_all[b], y_all[b]
-            model.eval()
-            x_adv = pgd(model, x, y, eps=eps, alpha=eps / 2, steps=2, text_features=classes().detach(),
-                        generator=torch.Generator().manual_seed(args.seed * 7919 + steps))
-            loss = F.cross_entropy(model(x_adv, classes()), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-        print(f"  {args.probe} epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.3f}", flush=True)
+    steps = pm.adversarial_fit(model, params, x_all, y_all, classes, eps=args.train_eps / 255, epochs=args.epochs,
+                               lr=args.lr, batch=args.batch, seed=args.seed, log=lambda e, loss: print(
+                                   f"  {args.probe} epoch {e}/{args.epochs}: last loss {loss:.3f}", flush=True))
     return steps, len(idx)
 
 
@@ -268,22 +252,18 @@ def probe_pretrain(args) -> dict:
     """A short pretraining of ``--arch`` (in ``--world``'s look) with the pretraining script's own loop."""
     if args.ckpt is None:
         raise SystemExit("pretrain needs --ckpt OUT.pt (where the probe checkpoint goes)")
-    cfg = ARCHS[args.arch]
     look = world_look(args.world)
     render = mw.render
     mw.render = lambda attrs, seed, look_=look: render(attrs, seed, look_)  # the stream in the world's look
-    pm.build_mini = lambda vocab_size=None: build_mini(cfg, vocab_size=vocab_size)
-    ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=50, seed=0)
+    ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=50, seed=0,
+                            config=ARCHS[args.arch], adv_share=0.0, adv_eps=0.0)
     cpu0 = time.process_time()
-    model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True))
+    try:
+        model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True))
+    finally:
+        mw.render = render
     cpu = time.process_time() - cpu0
-    mw.render = render
-    config = json.loads(json.dumps(cfg))
-    config["text_cfg"]["vocab_size"] = len(tokenizer)
-    blob = {"format": "capt-mini-clip/1", "config": config, "vocab": list(tokenizer.vocab),
-            "state_dict": {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()},
-            "mean": list(pm.MEAN), "std": list(pm.STD)}
-    torch.save(blob, args.ckpt)
+    args.ckpt.write_bytes(pm.checkpoint_bytes(model, tokenizer, ns.config))
     bundle = load_clip("mini", checkpoint=args.ckpt)
     test = load_dataset(source_name(args.world), "test")
     return {"world": args.world, "arch": args.arch, "ckpt": str(args.ckpt), "pretrain_steps": args.steps,

@@ -170,7 +170,7 @@ def load_mini(path: str | Path | None = None) -> dict:
     """Load the pretrained mini CLIP.
 
     Returns ``dict(model=<open_clip CLIP, eval mode, float32>, tokenizer=<MiniTokenizer>,
-    image_size=32, mean=(...), std=(...))``; the model expects inputs normalised with mean/std.
+    image_size=32, mean=(...), std=(...), config=<the checkpoint's config>)``; the model expects inputs normalised with mean/std.
     """
     path = DEFAULT_CHECKPOINT if path is None else Path(path)
     if not path.is_file():
@@ -188,7 +188,7 @@ def load_mini(path: str | Path | None = None) -> dict:
         raise _fail(path, f"{type(exc).__name__}: {str(exc)[:200]}") from None
     model = model.float().eval()
     return dict(model=model, tokenizer=tokenizer, image_size=int(config["vision_cfg"]["image_size"]),
-                mean=mean, std=std)
+                mean=mean, std=std, config=config)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -88,12 +88,14 @@ def checks(profile, card: dict | None = None) -> pd.DataFrame:
     S4, r4 = chapter_rows(profile, "04_cross_dataset")
     strong = S2.strong_attack
     rob = f"robust ({strong.upper()})"
-    src = focus("02_in_distribution", r2, S2)[0]
+    focused = {ch: focus(ch, rows, S)[0] for ch, S, rows in (("02_in_distribution", S2, r2),
+                                                               ("03_distribution_shift", S3, r3),
+                                                               ("04_cross_dataset", S4, r4))}
+    src = with_metric(focused["02_in_distribution"], strong)
     where2, counted = S2.datasets[0], [k for k in S2.shots if k != "all"]
     shots = max(counted) if counted else "all"
-    src = with_metric(src, strong)
-    shifts = with_metric(focus("03_distribution_shift", r3, S3)[0], strong)
-    targets = with_metric(focus("04_cross_dataset", r4, S4)[0], strong)
+    shifts = with_metric(focused["03_distribution_shift"], strong)
+    targets = with_metric(focused["04_cross_dataset"], strong)
     ref, out = REFERENCE, []
 
     def add(check, measured, ok):
@@ -153,7 +155,7 @@ def checks(profile, card: dict | None = None) -> pd.DataFrame:
         "–" if both(fc, ac) is None else f"{fc:.1f} % vs {ac:.1f} % ({fc - ac:+.1f})",
         both(fc, ac) and abs(fc - ac) <= FAP_GAP_MAX)
 
-    a = alpha_spread(S2, focus("02_in_distribution", r2, S2)[0])
+    a = alpha_spread(S2, focused["02_in_distribution"])
     add(f"capt: alpha varies (sd ≥ {ALPHA_SD_MIN:g}; between {100 * ALPHA_LOW_SHARE[0]:g} and "
         f"{100 * ALPHA_LOW_SHARE[1]:g} % of training images below 0.5)",
         "–" if a is None else f"mean {a['mean']:.2f}, sd {a['sd']:.2f}, {100 * a['below_half']:.0f} % below 0.5 "
@@ -161,9 +163,9 @@ def checks(profile, card: dict | None = None) -> pd.DataFrame:
         None if a is None else a["sd"] >= ALPHA_SD_MIN and ALPHA_LOW_SHARE[0] <= a["below_half"] <= ALPHA_LOW_SHARE[1])
 
     widths = {}
-    for label, (S, rows, ch) in {"source": (S2, r2, "02_in_distribution"), "shifts": (S3, r3, "03_distribution_shift"),
-                                 "targets": (S4, r4, "04_cross_dataset")}.items():
-        c = compare(focus(ch, rows, S)[0], strong)
+    for label, ch in (("source", "02_in_distribution"), ("shifts", "03_distribution_shift"),
+                      ("targets", "04_cross_dataset")):
+        c = compare(focused[ch], strong)
         for _, x in (c[c["metric"].isin(["clean", rob])] if not c.empty else c).iterrows():
             widths[f"{label} {'clean' if x.metric == 'clean' else strong}"] = (x.hi - x.lo) / 2
     add(f"verdicts: capt vs the best baseline within ±{HALF_WIDTH_MAX:g} points (95 %)",

@@ -204,6 +204,32 @@ def competence_report(bundle, pgd: bool = True, log=print) -> dict:
     return report
 
 
+def adversarial_fit(model, params, x_all, y_all, classes, eps: float, epochs: int, lr: float, batch: int,
+                    seed: int, log=None) -> int:
+    """Train ``params`` TeCoA-style: cross-entropy on PGD-2 images (step eps/2) against the class features
+    ``classes()`` (text features, or a learned head), AdamW without weight decay, seeded batches of
+    ``x_all``/``y_all``. ``log(epoch, last loss)`` after each epoch. Returns the number of steps."""
+    from capt.attacks import pgd
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        for b in order.split(batch):
+            x, y = x_all[b], y_all[b]
+            model.eval()
+            x_adv = pgd(model, x, y, eps=eps, alpha=eps / 2, steps=2, text_features=classes().detach(),
+                        generator=torch.Generator().manual_seed(seed * 7919 + step))
+            loss = F.cross_entropy(model(x_adv, classes()), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if log is not None:
+            log(epoch + 1, loss.item())
+    return step
+
+
 def ceiling(bundle, epochs: int = CEILING_EPOCHS, log=print) -> dict:
     """How much robustness the world allows: the whole image tower fine-tuned adversarially (TeCoA-style:
     cross-entropy on PGD-2 images at the book's eps against the frozen text head of the hand-crafted
@@ -212,7 +238,7 @@ def ceiling(bundle, epochs: int = CEILING_EPOCHS, log=print) -> dict:
     steer the frozen tower; this changes all of it, so it bounds what they can reach."""
     import copy
 
-    from capt.attacks import AttackSpec, pgd
+    from capt.attacks import AttackSpec
     from capt.evaluate import evaluate
 
     bundle = copy.deepcopy(bundle)  # the caller's model stays frozen
@@ -224,21 +250,9 @@ def ceiling(bundle, epochs: int = CEILING_EPOCHS, log=print) -> dict:
     for p in trained:
         p.requires_grad_(True)
     x_all, y_all = pool.images.float().div_(255), torch.tensor(pool.labels)
-    opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.0)
-    step = 0
-    for epoch in range(epochs):
-        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(1_000_003 + epoch))
-        for b in order.split(128):
-            x, y = x_all[b], y_all[b]
-            model.eval()
-            x_adv = pgd(model, x, y, eps=BOOK_EPS, alpha=BOOK_EPS / 2, steps=2, text_features=text,
-                        generator=torch.Generator().manual_seed(7919 + step))
-            loss = F.cross_entropy(model(x_adv, text), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        log(f"  ceiling: adversarial fine-tuning epoch {epoch + 1}/{epochs}, last loss {loss.item():.3f}")
+    step = adversarial_fit(model, trained, x_all, y_all, lambda: text, eps=BOOK_EPS, epochs=epochs, lr=1e-4,
+                           batch=128, seed=1, log=lambda e, loss: log(
+                               f"  ceiling: adversarial fine-tuning epoch {e}/{epochs}, last loss {loss:.3f}"))
     for p in trained:
         p.requires_grad_(False)
     model.eval()
@@ -399,6 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pgd", action="store_true", help="skip the PGD part of the report")
     args = ap.parse_args(argv)
     args.config = tower_config(args.layers, args.width)
+    if not 0.0 <= args.adv_share <= 1.0:
+        ap.error(f"--adv-share is a share of each batch, between 0 and 1 (got {args.adv_share})")
     if args.report_only and (args.layers or args.width):
         ap.error("--layers/--width shape a new tower; --report-only reads the checkpoint's own config")
 
@@ -441,7 +457,7 @@ def main(argv=None) -> int:
     model, tokenizer = loaded["model"], loaded["tokenizer"]
     bundle = load_clip("mini", checkpoint=out)
     info["parameters"] = count_parameters(model)
-    info["config"] = {k: v for k, v in torch.load(out, map_location="cpu", weights_only=True)["config"].items()}
+    info["config"] = loaded["config"]  # the checkpoint's own (after --report-only too)
     info["vocab_size"] = len(tokenizer)
     print(f"checkpoint {out} ({len(data) / 1e6:.2f} MB, {info['parameters']:,} parameters), "
           f"sha256 {info['sha256']}", flush=True)

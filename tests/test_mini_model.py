@@ -201,6 +201,21 @@ def test_the_fgsm_share_moves_only_its_images_and_within_the_radius():
     assert pm._fgsm_share(model, x, tok(texts), torch.from_numpy(match).float(), 0.0, 4 / 255) is x
 
 
+def test_an_adversarial_share_outside_0_1_is_refused(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
+    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
+    pm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pm)
+    with pytest.raises(SystemExit) as e:
+        pm.main(["--adv-share", "1.5", "--out", str(tmp_path / "x.pt")])
+    assert e.value.code == 2
+    assert "--adv-share is a share of each batch, between 0 and 1 (got 1.5)" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_tower_config_changes_both_towers():
     from capt.mini_model import MODEL_CONFIG, tower_config
 
