@@ -42,9 +42,12 @@ MODEL_CONFIG = {
 }
 
 
-def tower_config(layers: int | None = None, width: int | None = None) -> dict:
-    """:data:`MODEL_CONFIG` with both towers' depth and/or width changed (heads of 32 dimensions): the
-    pretraining script's ``--layers``/``--width``, for trying other towers (benchmarks/mini_v4_probe.md)."""
+def tower_config(layers: int | None = None, width: int | None = None, patch: int | None = None,
+                 head_width: int | None = None) -> dict:
+    """:data:`MODEL_CONFIG` with both towers' depth and/or width changed (heads of 32 dimensions), the image
+    tower's patch size (``(32 / patch)**2`` image tokens) and attention-head width (``width / head_width``
+    heads, the text tower's heads alike): the pretraining script's ``--layers``/``--width``/``--patch``/
+    ``--head-width``, for trying other towers (benchmarks/mini_v4_probe.md)."""
     cfg = copy.deepcopy(MODEL_CONFIG)
     for tower in ("vision_cfg", "text_cfg"):
         if layers is not None:
@@ -53,6 +56,18 @@ def tower_config(layers: int | None = None, width: int | None = None) -> dict:
             cfg[tower]["width"] = int(width)
     if width is not None:
         cfg["text_cfg"]["heads"] = max(2, int(width) // 32)
+    if patch is not None:
+        size = cfg["vision_cfg"]["image_size"]
+        if patch < 1 or size % patch:
+            raise ValueError(f"patch size {patch} must divide the image size {size} (e.g. 4, 8 or 16)")
+        cfg["vision_cfg"]["patch_size"] = int(patch)
+    if head_width is not None:
+        for tower in ("vision_cfg", "text_cfg"):
+            w = cfg[tower]["width"]
+            if head_width < 1 or w % head_width:
+                raise ValueError(f"head width {head_width} must divide the tower width {w} (e.g. 8, 16 or 32)")
+        cfg["vision_cfg"]["head_width"] = int(head_width)
+        cfg["text_cfg"]["heads"] = cfg["text_cfg"]["width"] // int(head_width)
     return cfg
 
 

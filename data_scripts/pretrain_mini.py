@@ -24,7 +24,7 @@ allows (:func:`ceiling`: the whole image tower fine-tuned adversarially, 8 epoch
 chapter shows beside what prompts reach.
 
 Options for trying other mini CLIPs (issue 21; ``benchmarks/mini_v4_probe.md`` has what they gave):
-``--layers``/``--width`` shape both towers, and ``--adv-share``/``--adv-eps`` replace a share of every batch by
+``--layers``/``--width``/``--patch``/``--head-width`` shape the towers, and ``--adv-share``/``--adv-eps`` replace a share of every batch by
 FGSM images against its captions. The committed checkpoint uses none of them; ``--out`` keeps a candidate
 away from it.
 
@@ -341,10 +341,17 @@ def _lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def pretrain(args, log=print):
+def pretrain(args, log=print, init: dict | None = None, stream_offset: int = 0):
+    """Pretrain a new mini CLIP of ``args.config``, or continue ``init`` (a :func:`load_mini` result) on the
+    stream's batches ``stream_offset + step`` (the probes' continued pretraining)."""
     torch.manual_seed(args.seed)
-    tokenizer = MiniTokenizer()
-    model = build_mini(args.config, vocab_size=len(tokenizer))
+    if init is None:
+        tokenizer = MiniTokenizer()
+        model = build_mini(args.config, vocab_size=len(tokenizer))
+    else:
+        tokenizer, model = init["tokenizer"], init["model"]
+        for p in model.parameters():
+            p.requires_grad_(True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
@@ -353,7 +360,7 @@ def pretrain(args, log=print):
     t0 = time.time()
     running = None
     for step in range(args.steps):
-        images, texts, match, _ = mw.pretrain_batch(args.seed * 1_000_003 + step, args.batch)
+        images, texts, match, _ = mw.pretrain_batch(args.seed * 1_000_003 + stream_offset + step, args.batch)
         x = torch.from_numpy(images).float().div_(255)
         tok = tokenizer(texts)
         m = torch.from_numpy(match).float()
@@ -407,16 +414,22 @@ def main(argv=None) -> int:
     ap.add_argument("--adv-eps", type=float, default=6 / 255, help="largest FGSM radius (each image draws its own)")
     ap.add_argument("--layers", type=int, default=None, help="both towers' depth (default: capt.mini_model's)")
     ap.add_argument("--width", type=int, default=None, help="both towers' width (default: capt.mini_model's)")
+    ap.add_argument("--patch", type=int, default=None, help="image patch size: (32/patch)^2 image tokens (default 8)")
+    ap.add_argument("--head-width", type=int, default=None, help="attention-head width in both towers (default 32)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--report-only", action="store_true", help="evaluate the checkpoint at --out, train nothing")
     ap.add_argument("--no-pgd", action="store_true", help="skip the PGD part of the report")
     args = ap.parse_args(argv)
-    args.config = tower_config(args.layers, args.width)
+    try:
+        args.config = tower_config(args.layers, args.width, args.patch, args.head_width)
+    except ValueError as exc:
+        ap.error(str(exc))
     if not 0.0 <= args.adv_share <= 1.0:
         ap.error(f"--adv-share is a share of each batch, between 0 and 1 (got {args.adv_share})")
-    if args.report_only and (args.layers or args.width):
-        ap.error("--layers/--width shape a new tower; --report-only reads the checkpoint's own config")
+    if args.report_only and (args.layers or args.width or args.patch or args.head_width):
+        ap.error("--layers/--width/--patch/--head-width shape a new tower; --report-only reads the checkpoint's "
+                 "own config")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)

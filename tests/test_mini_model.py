@@ -214,6 +214,13 @@ def test_an_adversarial_share_outside_0_1_is_refused(tmp_path, capsys):
     assert e.value.code == 2
     assert "--adv-share is a share of each batch, between 0 and 1 (got 1.5)" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+    for argv, message in ((["--patch", "5"], "patch size 5 must divide the image size 32"),
+                          (["--head-width", "24"], "head width 24 must divide the tower width 64"),
+                          (["--report-only", "--patch", "4"], "--report-only reads the checkpoint's own config")):
+        with pytest.raises(SystemExit) as e:
+            pm.main([*argv, "--out", str(tmp_path / "x.pt")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_tower_config_changes_both_towers():
@@ -223,6 +230,51 @@ def test_tower_config_changes_both_towers():
     assert (cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"], cfg["vision_cfg"]["width"],
             cfg["text_cfg"]["width"], cfg["text_cfg"]["heads"]) == (6, 6, 96, 96, 3)
     assert tower_config() == MODEL_CONFIG and tower_config() is not MODEL_CONFIG
+
+
+def test_tower_config_sets_patches_and_heads_and_refuses_what_does_not_divide():
+    from capt.mini_model import build_mini, tower_config
+
+    cfg = tower_config(patch=4, head_width=16)
+    assert (cfg["vision_cfg"]["patch_size"], cfg["vision_cfg"]["head_width"], cfg["text_cfg"]["heads"]) == (4, 16, 4)
+    model = build_mini(cfg, vocab_size=50)
+    assert model.visual.positional_embedding.shape[0] == 1 + (32 // 4) ** 2  # 64 image tokens and the class token
+    assert model.visual.transformer.resblocks[0].attn.num_heads == 4
+    with pytest.raises(ValueError, match="must divide the image size 32"):
+        tower_config(patch=5)
+    with pytest.raises(ValueError, match="must divide the tower width 64"):
+        tower_config(head_width=24)
+
+
+def test_pretraining_continues_a_checkpoint_on_later_batches():
+    """``pretrain(init=...)`` trains the given model further (the probes' continued pretraining) on the
+    stream's batches from ``stream_offset``: deterministic, and not the same as starting afresh."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
+    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
+    pm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pm)
+    from capt.mini_model import load_mini, tower_config
+
+    args = argparse.Namespace(steps=2, batch=16, lr=1e-3, wd=0.1, warmup=1, seed=7, config=tower_config(),
+                              adv_share=0.0, adv_eps=6 / 255)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for offset in (500, 500, 0):
+            start = load_mini()
+            before = {k: v.clone() for k, v in start["model"].state_dict().items()}
+            model, tok, _ = pm.pretrain(args, log=lambda s: None, init=start, stream_offset=offset)
+            assert model is start["model"] and tok is start["tokenizer"]
+            assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+            runs.append(pm.checkpoint_bytes(model, tok, start["config"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1] != runs[2]
 
 
 def test_competence_table_reports_every_check_of_the_card(report):

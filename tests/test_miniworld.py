@@ -147,3 +147,25 @@ def test_rendered_splits_are_kept_on_disk_and_a_bad_file_is_made_again(tmp_path,
     other = tmp_path / "gen.py"
     other.write_text("# a changed renderer\n")
     assert disk_cache.source_sha(miniworld.__file__) != disk_cache.source_sha(other)
+
+
+def test_the_faint_cue_is_keyed_by_colour_and_shape_and_bounded_by_its_amplitude():
+    """Look.cue_amplitude adds the world's non-robust feature: a fixed +-1 pattern per colour and per shape,
+    half the amplitude each, so every pixel moves by 0 or +-amplitude; with full agreement the pattern is the
+    object's own, and the cue is off (no random draws, identical images) at amplitude 0."""
+    from dataclasses import replace
+
+    attrs = mw.sample_attributes(np.random.default_rng(0), 64, grey_frac=0.2)
+    look = replace(mw.Look(), noise=0.0)
+    base = mw.render(attrs, 3, look)
+    assert base.tobytes() == mw.render(attrs, 3, replace(look, cue_amplitude=0.0)).tobytes()
+    rng = np.random.default_rng(1)
+    cue = mw._cue(rng, attrs, replace(look, cue_amplitude=4.0, cue_agreement=1.0), 64)
+    colours, shapes = mw._cue_patterns()
+    col = np.where(attrs["colour"] == mw.GREY, len(mw.COLOURS), attrs["colour"])
+    assert np.array_equal(cue, 2.0 * (colours[col] + shapes[attrs["shape"]]))
+    assert set(np.unique(cue).tolist()) == {-4.0, 0.0, 4.0}
+    # with agreement 0.5 about half the keys are the object's own (the rest uniform, some equal by chance)
+    half = mw._cue(np.random.default_rng(2), attrs, replace(look, cue_amplitude=4.0, cue_agreement=0.5), 64)
+    own = np.array([np.array_equal(half[i], cue[i]) for i in range(64)])
+    assert 0.1 < own.mean() < 0.7

@@ -204,6 +204,12 @@ class Look:
     clutter_lines: int = 2
     noise: float = 4.0
     mode: str = "photo"  # photo | pencil | hard | rendition
+    # The world's non-robust feature (Ilyas et al. 2019): a faint pixel-level pattern over the whole image,
+    # keyed by the object's colour and shape (each key agreeing with the object's own with probability
+    # ``cue_agreement``), ``cue_amplitude`` grey levels either way. Predictive and easy to learn, but an
+    # attack of the same radius rewrites it. 0 turns it off.
+    cue_amplitude: float = 0.0
+    cue_agreement: float = 0.75
 
 
 def _transform(rng, a, look: Look, n: int):
@@ -378,8 +384,30 @@ def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: 
         pix = pix.repeat(2, 1).repeat(2, 2)
         img = np.where(((pick < 0.4) & (kind == 0))[:, None, None, None], pix, img)
         img = np.where(((pick < 0.4) & (kind == 1))[:, None, None, None], _box_blur(_box_blur(img)), img)
+    if look.cue_amplitude > 0:
+        img = img + _cue(rng, a, look, n)
     img = img + rng.normal(0, look.noise, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2).copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _cue_patterns() -> tuple[np.ndarray, np.ndarray]:
+    """Fixed +-1 pixel patterns ``(H, W, 3)``: one per colour (and one for grey) and one per shape."""
+    rng = np.random.default_rng(np.random.SeedSequence([WORLD_SEED, 31]))
+    size = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    colours = rng.choice([-1.0, 1.0], (len(COLOURS) + 1, *size)).astype(np.float32)
+    shapes = rng.choice([-1.0, 1.0], (len(SHAPES), *size)).astype(np.float32)
+    return colours, shapes
+
+
+def _cue(rng, a, look: Look, n: int) -> np.ndarray:
+    """The faint cue of :class:`Look` (``cue_amplitude``): half the amplitude from the colour's pattern,
+    half from the shape's, each key replaced by a random one with probability ``1 - cue_agreement``."""
+    colours, shapes = _cue_patterns()
+    col = np.where(a["colour"] == GREY, len(COLOURS), a["colour"])
+    col = np.where(rng.random(n) < look.cue_agreement, col, rng.integers(0, len(COLOURS) + 1, n))
+    shp = np.where(rng.random(n) < look.cue_agreement, a["shape"], rng.integers(0, len(SHAPES), n))
+    return (0.5 * look.cue_amplitude) * (colours[col] + shapes[shp])
 
 
 def _rendition(rng, a, d, alpha, rgb, bg, thick):
