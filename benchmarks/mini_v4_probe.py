@@ -6,6 +6,8 @@
     python benchmarks/mini_v4_probe.py tecoa     [--world W] [--ckpt P] [--train-eps 3] [--eps 3]
     python benchmarks/mini_v4_probe.py prompt    [--method advmaple] [--depth 3] [--n-ctx 2] [--train-eps 2]
     python benchmarks/mini_v4_probe.py pretrain  --arch L6W96 [--world W] [--steps 800] --ckpt OUT.pt
+    python benchmarks/mini_v4_probe.py tail      --init A50.pt --steps 1200 --ckpt OUT.pt       # continued pretraining
+    python benchmarks/mini_v4_probe.py readout   [--ckpt P] [--lr 0.01] [--epochs 5] [--pool 20000]
     python benchmarks/mini_v4_probe.py table                                       # the log as markdown
 
 Every probe is seeded (``--seed``, default 1) and appends one JSON line to ``--log`` (default
@@ -99,7 +101,10 @@ WORLDS = {
     "clean_sensor": {"look": {"noise": 0.0}},  # no sensor noise
     "vivid": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0}},  # hue margins
     "vivid_clean": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0, "noise": 0.0}},
-    "large": {"look": {"small_scale": (9.0, 10.5)}},  # small objects 40 % larger: shapes with more pixels
+    "large": {"look": {"small_scale": (9.0, 10.5)}},
+    # the world's non-robust feature (miniworld.Look.cue_amplitude): a faint pattern keyed by colour and shape
+    "cue3": {"look": {"cue_amplitude": 3.0, "cue_agreement": 0.75}},
+    "cue2": {"look": {"cue_amplitude": 2.0, "cue_agreement": 0.75}},  # small objects 40 % larger: shapes with more pixels
     "far5": {"colours": _FAR_HUES},  # 5 well-separated hues x 10 shapes = 50 classes
     "far5_vivid": {"colours": _FAR_HUES, "look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0),
                                                   "hue_jitter": 6.0}},
@@ -169,8 +174,9 @@ def log_result(args, record: dict) -> None:
 def probe_zeroshot(args) -> dict:
     bundle = load_clip("mini", checkpoint=args.ckpt)
     test = load_dataset(source_name(args.world), "test")
-    return {"world": args.world, "ckpt": str(args.ckpt), "eps_255": args.eps,
-            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+    model = zero_shot(bundle, test)
+    return {"world": args.world, "ckpt": str(args.ckpt), "eps_255": args.eps, **clean_confidence(model, test),
+            **robust_eval(model, test, args.eps / 255, args.n)}
 
 
 def _frozen_on_source(args):
@@ -232,8 +238,8 @@ def probe_prompt(args) -> dict:
     bundle = load_clip("mini", checkpoint=args.ckpt)
     name = source_name(args.world)
     test = load_dataset(name, "test")
-    shots = sample_few_shot(load_dataset(name, "train"), 16, seed=args.seed)
-    method = get_method(args.method)
+    shots = sample_few_shot(load_dataset(name, "train"), args.shots, seed=args.seed)
+    method = get_method(args.method, **({} if args.lam is None else {"lam": args.lam}))
     seed_everything(args.seed)
     model = method.build(bundle, list(shots.classnames), n_ctx=args.n_ctx, depth=args.depth,
                          templates=list(shots.templates))
@@ -243,9 +249,22 @@ def probe_prompt(args) -> dict:
     res = train(model, shots, method, cfg, progress=False, seed=args.seed)
     train_s = time.time() - t0
     return {"world": args.world, "ckpt": str(args.ckpt), "method": args.method, "depth": args.depth,
-            "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs, "train_eps_255": args.train_eps,
+            "shots": args.shots, "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs, "train_eps_255": args.train_eps,
             "eps_255": args.eps, "train_seconds": round(train_s, 1), "train_steps": res.steps,
+            **({} if args.lam is None else {"lam": args.lam}), **clean_confidence(model, test),
             **robust_eval(model, test, args.eps / 255, args.n)}
+
+
+@torch.no_grad()
+def clean_confidence(model, test, n: int = 2000) -> dict:
+    """How flat the tuned model's clean predictions are: mean top-class probability and mean entropy (nats;
+    uniform over the classes is ``log C``) on the first ``n`` test images. The low-clean mode could be
+    the prompts flattening every prediction, which satisfies a clean-vs-adversarial consistency term."""
+    model.eval()
+    x = torch.stack([test[i][0] for i in range(min(n, len(test)))])
+    p = torch.cat([model(x[s:s + 500]).softmax(1) for s in range(0, len(x), 500)])
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
+    return {"clean_top_prob": round(float(p.max(1).values.mean()), 4), "clean_entropy": round(float(entropy.mean()), 3)}
 
 
 def probe_pretrain(args) -> dict:
@@ -269,6 +288,32 @@ def probe_pretrain(args) -> dict:
     return {"world": args.world, "arch": args.arch, "ckpt": str(args.ckpt), "pretrain_steps": args.steps,
             "pretrain_seconds": round(seconds, 1), "pretrain_cpu_seconds": round(cpu, 1),
             "parameters": sum(p.numel() for p in model.parameters()), "eps_255": args.eps,
+            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+
+
+def probe_tail(args) -> dict:
+    """Continued pretraining: ``--init`` (e.g. an adversarially pretrained tower) trained ``--steps`` more on
+    the clean stream (batches the first pretraining never saw; ``--adv-share`` keeps a share adversarial),
+    cosine lr from ``--lr``, written to ``--ckpt``: do features made robust early survive in a tower whose
+    zero-shot head a clean phase makes fragile again (the gap adversarial prompt tuning needs)?"""
+    from capt.mini_model import load_mini
+
+    if args.ckpt is None or args.init is None:
+        raise SystemExit("tail needs --init START.pt and --ckpt OUT.pt")
+    init = load_mini(args.init)
+    ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=20, seed=7,
+                            adv_share=args.adv_share, adv_eps=6 / 255)
+    cpu0 = time.process_time()
+    model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True), init=init,
+                                            stream_offset=500_000)
+    cpu = time.process_time() - cpu0
+    model.eval()
+    args.ckpt.write_bytes(pm.checkpoint_bytes(model, tokenizer, init["config"]))
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    test = load_dataset(source_name(args.world), "test")
+    return {"world": args.world, "init": str(args.init), "ckpt": str(args.ckpt), "pretrain_steps": args.steps,
+            "lr": args.lr, "adv_share": args.adv_share, "pretrain_seconds": round(seconds, 1),
+            "pretrain_cpu_seconds": round(cpu, 1), "eps_255": args.eps,
             **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
 
 
@@ -317,11 +362,20 @@ def probe_cost(args) -> dict:
     return {"rounds": args.rounds, "threads": torch.get_num_threads(), "archs": res}
 
 
+def _default_lam(record: dict):
+    """The lambda a prompt row trained with when it did not set one: its method's, where the objective has
+    a consistency term (blank for CE-only methods)."""
+    if record["probe"] != "prompt":
+        return ""
+    objective = get_method(record["method"]).objective
+    return objective.lam if objective.kind in ("trades", "fap", "capt") else ""
+
+
 def probe_table(args) -> None:
     """The log's accuracy probes as one markdown table (the note's numbers come from here)."""
-    cols = ("session", "probe", "world", "arch/ckpt", "method", "depth", "n_ctx", "lr", "epochs", "steps", "train eps",
+    cols = ("session", "probe", "world", "arch/ckpt", "method", "shots", "depth", "n_ctx", "lam", "lr", "epochs", "steps", "train eps",
             "test eps", "n", "seed",
-            "clean (all)", "clean", "aa", "aa passes/img", "wall s", "cpu s")
+            "clean (all)", "clean", "top p", "entropy", "aa", "aa passes/img", "wall s", "cpu s")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     records = [json.loads(line) for line in args.log.read_text().splitlines()]
@@ -331,10 +385,10 @@ def probe_table(args) -> None:
         ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
         tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
         vals = (r.get("session", 1), r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
-                r.get("depth", ""), r.get("n_ctx", ""), r.get("lr", ""), r.get("epochs", ""),
+                r.get("shots", 16) if r["probe"] == "prompt" else "", r.get("depth", ""), r.get("n_ctx", ""), r.get("lam", _default_lam(r)), r.get("lr", ""), r.get("epochs", ""),
                 r.get("train_steps", r.get("pretrain_steps", "")), r.get("train_eps_255", ""), r["eps_255"], r["n"],
                 r["seed"],
-                r["clean_all"], r["clean"], r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
+                r["clean_all"], r["clean"], r.get("clean_top_prob", ""), r.get("clean_entropy", ""), r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
         print("| " + " | ".join(str(v) for v in vals) + " |")
     costs = [r for r in records if r["probe"] == "cost"]
     if costs:  # the latest cost run
@@ -368,7 +422,7 @@ def probe_cards(args) -> None:
 
 CARDS = ROOT / "benchmarks" / "mini_v4_cards"
 PROBES = {"cards": probe_cards, "readout": probe_readout, "cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
-          "pretrain": probe_pretrain, "table": probe_table}
+          "pretrain": probe_pretrain, "tail": probe_tail, "table": probe_table}
 
 
 def main(argv=None) -> int:
@@ -377,6 +431,8 @@ def main(argv=None) -> int:
     ap.add_argument("--world", default="v3", choices=list(WORLDS))
     ap.add_argument("--arch", default="v3", choices=list(ARCHS))
     ap.add_argument("--ckpt", type=Path, default=None, help="mini CLIP checkpoint (default: the committed v3)")
+    ap.add_argument("--init", type=Path, default=None, help="tail: the checkpoint to continue")
+    ap.add_argument("--adv-share", type=float, default=0.0, help="tail: adversarial share of each batch")
     ap.add_argument("--eps", type=float, default=3.0, help="test radius, in /255")
     ap.add_argument("--train-eps", type=float, default=3.0, help="training radius, in /255")
     ap.add_argument("--n", type=int, default=300, help="test images under aa (seeded fixed subset)")
@@ -384,6 +440,8 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="advmaple")
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--n-ctx", type=int, default=2)
+    ap.add_argument("--lam", type=float, default=None, help="prompt: the objective's lambda (default: the method's)")
+    ap.add_argument("--shots", type=int, default=16, help="prompt: training images per class (200: the whole pool)")
     ap.add_argument("--epochs", type=int, default=None, help="prompt: 4; tecoa: 3")
     ap.add_argument("--lr", type=float, default=None, help="prompt: 0.01; tecoa: 1e-4; pretrain: 3e-3")
     ap.add_argument("--pool", type=int, default=20000, help="tecoa: source training images")
@@ -394,7 +452,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=ROOT / "benchmarks" / "mini_v4_probe.jsonl")
     args = ap.parse_args(argv)
-    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "readout": (3, 1e-3), "pretrain": (None, 3e-3)}.get(args.probe, (None, None))
+    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "readout": (3, 1e-3), "pretrain": (None, 3e-3), "tail": (None, 1e-3)}.get(args.probe, (None, None))
     args.epochs = args.epochs if args.epochs is not None else defaults[0]
     args.lr = args.lr if args.lr is not None else defaults[1]
     torch.set_num_threads(args.threads)
