@@ -101,10 +101,10 @@ WORLDS = {
     "clean_sensor": {"look": {"noise": 0.0}},  # no sensor noise
     "vivid": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0}},  # hue margins
     "vivid_clean": {"look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0), "hue_jitter": 6.0, "noise": 0.0}},
-    "large": {"look": {"small_scale": (9.0, 10.5)}},
+    "large": {"look": {"small_scale": (9.0, 10.5)}},  # small objects 40 % larger: shapes with more pixels
     # the world's non-robust feature (miniworld.Look.cue_amplitude): a faint pattern keyed by colour and shape
     "cue3": {"look": {"cue_amplitude": 3.0, "cue_agreement": 0.75}},
-    "cue2": {"look": {"cue_amplitude": 2.0, "cue_agreement": 0.75}},  # small objects 40 % larger: shapes with more pixels
+    "cue2": {"look": {"cue_amplitude": 2.0, "cue_agreement": 0.75}},
     "far5": {"colours": _FAR_HUES},  # 5 well-separated hues x 10 shapes = 50 classes
     "far5_vivid": {"colours": _FAR_HUES, "look": {"saturation": (0.75, 1.0), "value": (0.8, 1.0),
                                                   "hue_jitter": 6.0}},
@@ -249,7 +249,8 @@ def probe_prompt(args) -> dict:
     res = train(model, shots, method, cfg, progress=False, seed=args.seed)
     train_s = time.time() - t0
     return {"world": args.world, "ckpt": str(args.ckpt), "method": args.method, "depth": args.depth,
-            "shots": args.shots, "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs, "train_eps_255": args.train_eps,
+            "shots": args.shots, "n_ctx": args.n_ctx, "lr": args.lr, "epochs": args.epochs,
+            "train_eps_255": args.train_eps,
             "eps_255": args.eps, "train_seconds": round(train_s, 1), "train_steps": res.steps,
             **({} if args.lam is None else {"lam": args.lam}), **clean_confidence(model, test),
             **robust_eval(model, test, args.eps / 255, args.n)}
@@ -373,7 +374,8 @@ def _default_lam(record: dict):
 
 def probe_table(args) -> None:
     """The log's accuracy probes as one markdown table (the note's numbers come from here)."""
-    cols = ("session", "probe", "world", "arch/ckpt", "method", "shots", "depth", "n_ctx", "lam", "lr", "epochs", "steps", "train eps",
+    cols = ("session", "probe", "world", "arch/ckpt", "method", "shots", "depth", "n_ctx", "lam", "lr", "epochs",
+            "steps", "train eps",
             "test eps", "n", "seed",
             "clean (all)", "clean", "top p", "entropy", "aa", "aa passes/img", "wall s", "cpu s")
     print("| " + " | ".join(cols) + " |")
@@ -385,10 +387,12 @@ def probe_table(args) -> None:
         ckpt = r.get("arch") or (Path(r["ckpt"]).stem if r.get("ckpt") not in (None, "None") else "v3")
         tuned = "full FT" if r.get("trainable", "all") == "all" else f"FT {r['trainable']}"
         vals = (r.get("session", 1), r["probe"], r["world"], ckpt, r.get("method", "zero-shot" if r["probe"] != "tecoa" else tuned),
-                r.get("shots", 16) if r["probe"] == "prompt" else "", r.get("depth", ""), r.get("n_ctx", ""), r.get("lam", _default_lam(r)), r.get("lr", ""), r.get("epochs", ""),
+                r.get("shots", 16) if r["probe"] == "prompt" else "", r.get("depth", ""), r.get("n_ctx", ""),
+                r.get("lam", _default_lam(r)), r.get("lr", ""), r.get("epochs", ""),
                 r.get("train_steps", r.get("pretrain_steps", "")), r.get("train_eps_255", ""), r["eps_255"], r["n"],
                 r["seed"],
-                r["clean_all"], r["clean"], r.get("clean_top_prob", ""), r.get("clean_entropy", ""), r["robust"], r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
+                r["clean_all"], r["clean"], r.get("clean_top_prob", ""), r.get("clean_entropy", ""), r["robust"],
+                r["aa_passes_per_image"], r["wall_seconds"], r["cpu_seconds"])
         print("| " + " | ".join(str(v) for v in vals) + " |")
     costs = [r for r in records if r["probe"] == "cost"]
     if costs:  # the latest cost run
@@ -452,7 +456,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=ROOT / "benchmarks" / "mini_v4_probe.jsonl")
     args = ap.parse_args(argv)
-    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "readout": (3, 1e-3), "pretrain": (None, 3e-3), "tail": (None, 1e-3)}.get(args.probe, (None, None))
+    defaults = {"prompt": (4, 0.01), "tecoa": (3, 1e-4), "readout": (3, 1e-3), "pretrain": (None, 3e-3),
+                "tail": (None, 1e-3)}.get(args.probe, (None, None))
     args.epochs = args.epochs if args.epochs is not None else defaults[0]
     args.lr = args.lr if args.lr is not None else defaults[1]
     torch.set_num_threads(args.threads)

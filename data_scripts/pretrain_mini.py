@@ -24,9 +24,9 @@ allows (:func:`ceiling`: the whole image tower fine-tuned adversarially, 8 epoch
 chapter shows beside what prompts reach.
 
 Options for trying other mini CLIPs (issue 21; ``benchmarks/mini_v4_probe.md`` has what they gave):
-``--layers``/``--width``/``--patch``/``--head-width`` shape the towers, and ``--adv-share``/``--adv-eps`` replace a share of every batch by
-FGSM images against its captions. The committed checkpoint uses none of them; ``--out`` keeps a candidate
-away from it.
+``--layers``/``--width``/``--patch``/``--head-width`` shape the towers, and ``--adv-share``/``--adv-eps`` replace a
+share of every batch by FGSM images against its captions. The committed checkpoint uses none of them;
+``--out`` keeps a candidate away from it.
 
 One thread is the default: on a shared machine a second thread mostly waits for its partner, and the
 thread count is part of what makes the checkpoint bytes reproducible.

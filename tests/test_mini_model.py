@@ -145,17 +145,23 @@ def test_loaded_model_scores_are_consistent(mini):
     assert torch.allclose(logits, ref, atol=1e-5)
 
 
-def test_pretraining_is_deterministic():
-    """Pretraining twice with the same seed and thread count gives byte-identical checkpoints
-    (a few steps stand in for the full run, which data_scripts/pretrain_mini.py records in the report)."""
-    import argparse
+@pytest.fixture(scope="module")
+def pm():
+    """The pretraining script, loaded as a module (it lives in data_scripts/, outside the package)."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
     spec = importlib.util.spec_from_file_location("pretrain_mini", path)
-    pm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pm)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretraining_is_deterministic(pm):
+    """Pretraining twice with the same seed and thread count gives byte-identical checkpoints
+    (a few steps stand in for the full run, which data_scripts/pretrain_mini.py records in the report)."""
+    import argparse
     from capt.mini_model import tower_config
 
     args = argparse.Namespace(steps=3, batch=32, lr=3e-3, wd=0.1, warmup=2, seed=0, config=tower_config(),
@@ -178,17 +184,10 @@ def test_pretraining_is_deterministic():
     assert other != blobs[0]
 
 
-def test_the_fgsm_share_moves_only_its_images_and_within_the_radius():
-    import importlib.util
-    from pathlib import Path
-
+def test_the_fgsm_share_moves_only_its_images_and_within_the_radius(pm):
     from capt.mini_model import MiniTokenizer, build_mini
     from capt.data import miniworld as mw
 
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
-    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
-    pm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pm)
     torch.manual_seed(0)
     tok = MiniTokenizer()
     model = build_mini(vocab_size=len(tok))
@@ -201,14 +200,7 @@ def test_the_fgsm_share_moves_only_its_images_and_within_the_radius():
     assert pm._fgsm_share(model, x, tok(texts), torch.from_numpy(match).float(), 0.0, 4 / 255) is x
 
 
-def test_an_adversarial_share_outside_0_1_is_refused(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
-    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
-    pm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pm)
+def test_an_adversarial_share_outside_0_1_is_refused(pm, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pm.main(["--adv-share", "1.5", "--out", str(tmp_path / "x.pt")])
     assert e.value.code == 2
@@ -246,17 +238,10 @@ def test_tower_config_sets_patches_and_heads_and_refuses_what_does_not_divide():
         tower_config(head_width=24)
 
 
-def test_pretraining_continues_a_checkpoint_on_later_batches():
+def test_pretraining_continues_a_checkpoint_on_later_batches(pm):
     """``pretrain(init=...)`` trains the given model further (the probes' continued pretraining) on the
     stream's batches from ``stream_offset``: deterministic, and not the same as starting afresh."""
     import argparse
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "pretrain_mini.py"
-    spec = importlib.util.spec_from_file_location("pretrain_mini", path)
-    pm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pm)
     from capt.mini_model import load_mini, tower_config
 
     args = argparse.Namespace(steps=2, batch=16, lr=1e-3, wd=0.1, warmup=1, seed=7, config=tower_config(),
