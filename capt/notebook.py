@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import types
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -87,6 +87,9 @@ class Settings:
     eps_list: Sequence[float] = (1 / 255, 2 / 255, 4 / 255)  # attack-strength and zero-shot sweeps
     steps_list: Sequence[int] = (10, 50, 100)
     ablations: Sequence[str] = ABLATION_GROUPS
+    # a world's own value for a method's objective setting, e.g. {"fap": {"lam": 0.5}}: every run of that
+    # method trains with it (its run key and rows carry the change); the ablations vary CAPT's on top
+    objectives: dict = field(default_factory=dict)
     progress: bool = False
 
     def __post_init__(self):
@@ -124,6 +127,7 @@ class Settings:
             check_number("steps in steps_list", k, low=1, integer=True)
         for a in self.ablations:
             check_choice("ablation group", a, ABLATION_GROUPS)
+        self.objectives = _objectives(self.objectives)
         check_choice("strong_attack", self.strong_attack, ATTACKS)
         check_number("pgd_steps", self.pgd_steps, low=1, integer=True)
         check_number("aa_steps", self.aa_steps, low=1, integer=True)
@@ -231,6 +235,33 @@ class Settings:
                 f"source {self.source}, {len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}, eps "
                 f"{_as_255(self.eval_eps)}; headline attack {strong}, PGD-{self.pgd_steps} on "
                 f"{'all' if self.max_n is None else self.max_n} images, clean on all")
+
+
+def _objectives(value) -> dict:
+    """``objectives`` checked: a mapping from a method to changes of its objective, each a setting that
+    method's objective reads (a change it would ignore is refused, as is a change of its kind)."""
+    if isinstance(value, str):  # papermill -p passes a mapping as text
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    value = {} if value is None else value
+    example = "objectives={'fap': {'lam': 0.5}}"
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"objectives maps a method to changes of its objective, e.g. {example}; got {value!r}")
+    out = {}
+    for name, changes in value.items():
+        objective = get_method(name).objective  # an unknown method fails here, with the valid choices
+        if "kind" in changes:
+            raise ValueError(f"objectives[{name!r}]: a method with another kind of objective is another method; "
+                             f"register it under its own name (capt.methods) instead of changing {name!r}'s kind")
+        get_method(name, **changes)  # an unknown setting or a bad value fails here, named
+        unread = sorted(set(changes) - set(objective.reads))
+        if unread:
+            raise ValueError(f"objectives[{name!r}]: {', '.join(map(repr, unread))} changes nothing for {name!r} "
+                             f"(its {objective.kind!r} objective reads {', '.join(objective.reads) or 'no setting'})")
+        out[name] = dict(changes)
+    return out
 
 
 def _fraction(name: str, value):

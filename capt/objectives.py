@@ -94,6 +94,12 @@ class Objective:
         check_number("alpha_value", self.alpha_value, low=0, high=1)
 
     @property
+    def reads(self) -> tuple[str, ...]:
+        """The settings this kind of objective reads (the others change nothing for it)."""
+        return {"none": (), "ce_adv": (), "trades": ("lam", "ce_on"), "fap": ("lam", "ce_on"),
+                "capt": ("lam", "ce_on", "alpha_strategy", "alpha_value")}[self.kind]
+
+    @property
     def needs_clean(self) -> bool:
         return self.kind in ("trades", "fap", "capt")
 

@@ -29,11 +29,16 @@ class Job:
         return (self.run.key, self.datasets, tuple(map(str, self.attacks)), self.max_n)
 
 
-def runs(S, methods=None, shots=None, seeds=None, source=None, **spec_changes) -> list[RunSpec]:
-    """The training runs of settings ``S``: every (method, shots, seed), each with its one seed."""
+def runs(S, methods=None, shots=None, seeds=None, source=None, objective_changes=(), **spec_changes) -> list[RunSpec]:
+    """The training runs of settings ``S``: every (method, shots, seed), each with its one seed; a method's
+    objective carries the profile's ``objectives`` for it, then ``objective_changes`` (an ablation's)."""
     common = {**S.run_values(), "train": S.train_config(), **spec_changes}
-    return grid(list(methods or S.methods), list(shots or S.shots), list(seeds or S.seeds), source or S.source,
-                **common)
+    out = []
+    for m in dict.fromkeys(methods or S.methods):
+        changes = {**S.objectives.get(m, {}), **dict(objective_changes)}
+        out += grid([m], list(shots or S.shots), list(seeds or S.seeds), source or S.source,
+                    objective_changes=tuple(sorted(changes.items())), **common)
+    return out
 
 
 def evaluations(S) -> list[tuple[tuple, int | None]]:

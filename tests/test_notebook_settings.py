@@ -171,6 +171,42 @@ def test_bad_values_name_the_fix(kwargs, match):
         Settings.from_profile(profile, chapter, **kwargs)
 
 
+@pytest.mark.parametrize("objectives,match", [
+    ({"fapp": {"lam": 0.5}}, "unknown method 'fapp'; valid choices: zeroshot"),
+    ({"fap": {"lamb": 0.5}}, "unknown objective setting\\(s\\) 'lamb' for method 'fap'; valid choices: kind, lam"),
+    ({"fap": {"lam": -1}}, "lambda \\(consistency weight\\) must be >= 0"),
+    ({"advmaple": {"lam": 0.5}}, "'lam' changes nothing for 'advmaple' \\(its 'ce_adv' objective reads no setting\\)"),
+    ({"fap": {"alpha_strategy": "fixed"}}, "'alpha_strategy' changes nothing for 'fap'"),
+    ({"fap": {"kind": "trades"}}, "another kind of objective is another method; register it under its own name"),
+    ({"fap": 0.5}, "objectives maps a method to changes of its objective, e.g. objectives="),
+])
+def test_a_method_objective_change_that_nothing_reads_or_that_is_wrong_is_refused(objectives, match):
+    with pytest.raises(ValueError, match=match):
+        Settings.from_profile("paper", objectives=objectives)
+
+
+def test_a_profiles_objective_change_reaches_that_methods_runs_only():
+    """``objectives`` (the mini profile gives FAP its own lambda) changes that method's runs, and no other's;
+    papermill's text form works; an ablation's change of CAPT's objective goes on top of the profile's."""
+    mini = Settings.from_profile("mini", "02_in_distribution")
+    assert mini.objectives == {"fap": {"lam": 0.5}}
+    plain = Settings.from_profile("mini", "02_in_distribution", objectives={})
+    keyed = {(r.method, r.seed): r for r in plans.runs(mini)}
+    before = {(r.method, r.seed): r for r in plans.runs(plain)}
+    assert keyed.keys() == before.keys()
+    changed = sorted(k for k in keyed if keyed[k].key != before[k].key)
+    assert changed == [("fap", s) for s in mini.seeds]
+    assert all(keyed[k].objective_changes == (("lam", 0.5),) for k in changed)
+    assert Settings.from_profile("mini", objectives="{fap: {lam: 0.5}}").objectives == mini.objectives
+    # the method's own value is no change: the run is the profile-free one
+    same = Settings.from_profile("mini", "02_in_distribution", objectives={"fap": {"lam": 1.5}})
+    assert [r.key for r in plans.runs(same)] == [r.key for r in plans.runs(plain)]
+    capt = Settings.from_profile("mini", "06_ablations", objectives={"capt": {"lam": 3.0}})
+    ablation = dict(((g, label), r) for g, label, r in plans.ablation_runs(capt))
+    assert ablation[("lambda", "0.5")].objective_changes == (("lam", 0.5),)
+    assert ablation[("alpha strategy", "fixed")].objective_changes == (("alpha_strategy", "fixed"), ("lam", 3.0))
+
+
 def test_committed_chapters_open_with_the_question_and_hide_their_setup():
     """Reader-first pages: the question, then results; parameters and setup collapsed or hidden."""
     for chapter in CHAPTERS:
