@@ -188,8 +188,7 @@ def test_a_method_objective_change_that_nothing_reads_or_that_is_wrong_is_refuse
 def test_a_profiles_objective_change_reaches_that_methods_runs_only():
     """``objectives`` (the mini profile gives FAP its own lambda) changes that method's runs, and no other's;
     papermill's text form works; an ablation's change of CAPT's objective goes on top of the profile's."""
-    mini = Settings.from_profile("mini", "02_in_distribution")
-    assert mini.objectives == {"fap": {"lam": 0.5}}
+    mini = Settings.from_profile("mini", "02_in_distribution", objectives={"fap": {"lam": 0.5}})
     plain = Settings.from_profile("mini", "02_in_distribution", objectives={})
     keyed = {(r.method, r.seed): r for r in plans.runs(mini)}
     before = {(r.method, r.seed): r for r in plans.runs(plain)}
@@ -198,6 +197,8 @@ def test_a_profiles_objective_change_reaches_that_methods_runs_only():
     assert changed == [("fap", s) for s in mini.seeds]
     assert all(keyed[k].objective_changes == (("lam", 0.5),) for k in changed)
     assert Settings.from_profile("mini", objectives="{fap: {lam: 0.5}}").objectives == mini.objectives
+    # the mini profile's own (benchmarks/mini_v4_probe.md, session 3)
+    assert Settings.from_profile("mini").objectives == {"fap": {"lam": 0.5}, "trades_maple": {"lam": 0.5}}
     # the method's own value is no change: the run is the profile-free one
     same = Settings.from_profile("mini", "02_in_distribution", objectives={"fap": {"lam": 1.5}})
     assert [r.key for r in plans.runs(same)] == [r.key for r in plans.runs(plain)]
