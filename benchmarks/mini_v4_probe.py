@@ -268,28 +268,35 @@ def clean_confidence(model, test, n: int = 2000) -> dict:
     return {"clean_top_prob": round(float(p.max(1).values.mean()), 4), "clean_entropy": round(float(entropy.mean()), 3)}
 
 
+def _pretrain_and_measure(args, ns, config: dict, stream_look: mw.Look | None = None, **continued) -> dict:
+    """The pretraining script's loop with ``ns`` (``continued``: its ``init``/``stream_offset``), the stream in
+    ``stream_look`` if given; the checkpoint written to ``--ckpt``; its zero-shot model measured on the world's
+    source. Returns the record's timing and accuracy fields, and the parameter count."""
+    render = mw.render
+    if stream_look is not None:
+        mw.render = lambda attrs, seed, look_=stream_look: render(attrs, seed, look_)
+    cpu0 = time.process_time()
+    try:
+        model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True), **continued)
+    finally:
+        mw.render = render
+    cpu = time.process_time() - cpu0
+    args.ckpt.write_bytes(pm.checkpoint_bytes(model, tokenizer, config))
+    bundle = load_clip("mini", checkpoint=args.ckpt)
+    test = load_dataset(source_name(args.world), "test")
+    return {"pretrain_seconds": round(seconds, 1), "pretrain_cpu_seconds": round(cpu, 1),
+            "parameters": sum(p.numel() for p in model.parameters()), "eps_255": args.eps,
+            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+
+
 def probe_pretrain(args) -> dict:
     """A short pretraining of ``--arch`` (in ``--world``'s look) with the pretraining script's own loop."""
     if args.ckpt is None:
         raise SystemExit("pretrain needs --ckpt OUT.pt (where the probe checkpoint goes)")
-    look = world_look(args.world)
-    render = mw.render
-    mw.render = lambda attrs, seed, look_=look: render(attrs, seed, look_)  # the stream in the world's look
     ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=50, seed=0,
                             config=ARCHS[args.arch], adv_share=0.0, adv_eps=0.0)
-    cpu0 = time.process_time()
-    try:
-        model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True))
-    finally:
-        mw.render = render
-    cpu = time.process_time() - cpu0
-    args.ckpt.write_bytes(pm.checkpoint_bytes(model, tokenizer, ns.config))
-    bundle = load_clip("mini", checkpoint=args.ckpt)
-    test = load_dataset(source_name(args.world), "test")
     return {"world": args.world, "arch": args.arch, "ckpt": str(args.ckpt), "pretrain_steps": args.steps,
-            "pretrain_seconds": round(seconds, 1), "pretrain_cpu_seconds": round(cpu, 1),
-            "parameters": sum(p.numel() for p in model.parameters()), "eps_255": args.eps,
-            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+            **_pretrain_and_measure(args, ns, ns.config, stream_look=world_look(args.world))}
 
 
 def probe_tail(args) -> dict:
@@ -304,18 +311,9 @@ def probe_tail(args) -> dict:
     init = load_mini(args.init)
     ns = argparse.Namespace(steps=args.steps, batch=256, lr=args.lr, wd=0.1, warmup=20, seed=7,
                             adv_share=args.adv_share, adv_eps=6 / 255)
-    cpu0 = time.process_time()
-    model, tokenizer, seconds = pm.pretrain(ns, log=lambda s: print(s, flush=True), init=init,
-                                            stream_offset=500_000)
-    cpu = time.process_time() - cpu0
-    model.eval()
-    args.ckpt.write_bytes(pm.checkpoint_bytes(model, tokenizer, init["config"]))
-    bundle = load_clip("mini", checkpoint=args.ckpt)
-    test = load_dataset(source_name(args.world), "test")
     return {"world": args.world, "init": str(args.init), "ckpt": str(args.ckpt), "pretrain_steps": args.steps,
-            "lr": args.lr, "adv_share": args.adv_share, "pretrain_seconds": round(seconds, 1),
-            "pretrain_cpu_seconds": round(cpu, 1), "eps_255": args.eps,
-            **robust_eval(zero_shot(bundle, test), test, args.eps / 255, args.n)}
+            "lr": args.lr, "adv_share": args.adv_share,
+            **_pretrain_and_measure(args, ns, init["config"], init=init, stream_offset=500_000)}
 
 
 def probe_cost(args) -> dict:
@@ -369,7 +367,7 @@ def _default_lam(record: dict):
     if record["probe"] != "prompt":
         return ""
     objective = get_method(record["method"]).objective
-    return objective.lam if objective.kind in ("trades", "fap", "capt") else ""
+    return objective.lam if "lam" in objective.reads else ""
 
 
 def probe_table(args) -> None:

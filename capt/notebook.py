@@ -94,12 +94,7 @@ class Settings:
 
     def __post_init__(self):
         for name in _LISTS:
-            value = getattr(self, name)
-            if isinstance(value, str):  # papermill -p passes '[1, 2]' as text
-                try:
-                    value = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    pass
+            value = _from_text(getattr(self, name))
             if isinstance(value, (str, int, float)) or value is None:
                 raise ValueError(f"{name} must be a list, e.g. {name}={list(getattr(Settings, name))[:3]!r}, got "
                                  f"{getattr(self, name)!r}")
@@ -237,14 +232,20 @@ class Settings:
                 f"{'all' if self.max_n is None else self.max_n} images, clean on all")
 
 
+def _from_text(value):
+    """A list or mapping papermill passed as text (``-p seeds '[1, 2]'``), parsed; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    return value
+
+
 def _objectives(value) -> dict:
     """``objectives`` checked: a mapping from a method to changes of its objective, each a setting that
     method's objective reads (a change it would ignore is refused, as is a change of its kind)."""
-    if isinstance(value, str):  # papermill -p passes a mapping as text
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
+    value = _from_text(value)
     value = {} if value is None else value
     example = "objectives={'fap': {'lam': 0.5}}"
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
