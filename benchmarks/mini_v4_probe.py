@@ -17,7 +17,8 @@ source's test images (``capt.evaluate.fixed_subset``, eval seed 0), wall and pro
 
 * ``--world``: a variant of the source task (:data:`WORLDS`: its look and its classes); pretraining
   under ``pretrain --world`` renders the whole stream in that world's look.
-* ``--ckpt``: a mini CLIP checkpoint (default: the committed v3, ``capt/assets/mini_clip.pt``).
+* ``--ckpt``: a mini CLIP checkpoint (default: the committed v3, ``capt/assets/mini_clip.pt``). The world is
+  rendered at the checkpoint's (or, for ``pretrain``, the ``--arch``'s) image size (``miniworld.IMAGE_SIZE``).
 * ``tecoa``: the ceiling. The whole image tower fine-tuned adversarially (TeCoA-style: CE on PGD-2
   images against the frozen text head of the hand-crafted template), AdamW, on ``--pool`` source
   training images for ``--epochs``; then the same evaluation as every other probe.
@@ -69,9 +70,11 @@ from capt.train import TrainConfig, seed_everything, train  # noqa: E402
 # ----------------------------------------------------------------------------------------------
 
 
-def _arch(layers: int, width: int, patch: int = 8, text_layers: int | None = None, text_width: int = 64) -> dict:
+def _arch(layers: int, width: int, patch: int = 8, text_layers: int | None = None, text_width: int = 64,
+          image_size: int = 32, head_width: int = 32) -> dict:
     cfg = copy.deepcopy(MODEL_CONFIG)
-    cfg["vision_cfg"].update(layers=layers, width=width, patch_size=patch, head_width=32)
+    cfg["vision_cfg"].update(layers=layers, width=width, patch_size=patch, head_width=head_width,
+                             image_size=image_size)
     cfg["text_cfg"].update(layers=text_layers or layers, width=text_width, heads=max(2, text_width // 32))
     return cfg
 
@@ -84,6 +87,9 @@ ARCHS = {
     "L6W128": _arch(6, 128),
     "L3W64p4": _arch(3, 64, patch=4),  # 64 image tokens
     "L6W96p4": _arch(6, 96, patch=4),
+    # session 4: the same scene rendered at 64 x 64 (miniworld.IMAGE_SIZE), 16 tokens of 16 x 16 pixels
+    "R64": _arch(3, 64, patch=16, image_size=64),
+    "R64H16": _arch(3, 64, patch=16, image_size=64, head_width=16),
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -422,6 +428,22 @@ def probe_cards(args) -> None:
         print("| " + " | ".join(str(v) for v in vals) + " |")
 
 
+def _set_resolution(args) -> None:
+    """Render the world at the resolution of the tower being pretrained or measured (session 4's lever:
+    the same scene sampled more finely, as ViT-B/32 sees 224 x 224 images where the mini CLIP saw 32 x 32)."""
+    if args.probe == "pretrain":
+        size = ARCHS[args.arch]["vision_cfg"]["image_size"]
+    elif args.ckpt is not None or args.init is not None:
+        from capt.mini_model import load_mini
+
+        size = int(load_mini(args.ckpt if args.probe != "tail" else args.init)["config"]["vision_cfg"]["image_size"])
+    else:
+        size = mw.SCENE
+    if size % mw.SCENE:
+        raise SystemExit(f"image size {size} is not a multiple of the world's scene size {mw.SCENE}")
+    mw.IMAGE_SIZE = size
+
+
 CARDS = ROOT / "benchmarks" / "mini_v4_cards"
 PROBES = {"cards": probe_cards, "readout": probe_readout, "cost": probe_cost, "zeroshot": probe_zeroshot, "tecoa": probe_tecoa, "prompt": probe_prompt,
           "pretrain": probe_pretrain, "tail": probe_tail, "table": probe_table}
@@ -460,6 +482,7 @@ def main(argv=None) -> int:
     args.lr = args.lr if args.lr is not None else defaults[1]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    _set_resolution(args)
     if args.probe in ("table", "cards"):
         PROBES[args.probe](args)
         return 0

@@ -169,3 +169,22 @@ def test_the_faint_cue_is_keyed_by_colour_and_shape_and_bounded_by_its_amplitude
     half = mw._cue(np.random.default_rng(2), attrs, replace(look, cue_amplitude=4.0, cue_agreement=0.5), 64)
     own = np.array([np.array_equal(half[i], cue[i]) for i in range(64)])
     assert 0.1 < own.mean() < 0.7
+
+
+def test_a_finer_resolution_samples_the_same_scene(monkeypatch):
+    """IMAGE_SIZE samples the scene (every length in SCENE units) more finely: with the draws that depend on
+    the pixel count switched off (no sensor noise, plain backgrounds, no clutter), the 64 x 64 image pooled
+    2 x 2 is the 32 x 32 image up to anti-aliasing at the edges; every mode renders at the new size."""
+    rng = np.random.default_rng(0)
+    attrs = mw.sample_attributes(rng, 64, fixed={"background": np.zeros(64, dtype=np.int64)})
+    look = mw.Look(noise=0.0, clutter_frac=0.0)
+    small = mw.render(attrs, 7, look).astype(np.float32)
+    monkeypatch.setattr(mw, "IMAGE_SIZE", 64)
+    fine = mw.render(attrs, 7, look).astype(np.float32)
+    assert fine.shape == (64, 3, 64, 64)
+    pooled = fine.reshape(64, 3, 32, 2, 32, 2).mean((3, 5))
+    diff = np.abs(pooled - small)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) < 20  # edges move by under a pixel, nothing else
+    assert np.abs(fine - np.repeat(np.repeat(small, 2, 2), 2, 3)).mean() > diff.mean()  # finer, not upsampled
+    for task in ("mini_source_sketch", "mini_source_a", "mini_source_r", "mini_background"):
+        assert mw.generate(task, "test")[0].shape[1:] == (3, 64, 64)

@@ -1,4 +1,4 @@
-"""The embedded mini world: procedural 32x32 images of one object, captions, and the mini datasets.
+"""The embedded mini world: procedural images of one object (32x32, ``IMAGE_SIZE``), captions, and the mini datasets.
 
 Everything here is generated with numpy from a seed, so the whole pipeline (prompt tuning, attacks,
 the book) runs offline and on any machine. The world is a miniature of the paper's setting:
@@ -34,7 +34,8 @@ from .base import TensorImages
 from .disk_cache import cached_arrays, source_sha
 from .registry import DatasetSpec, register
 
-IMAGE_SIZE = 32
+SCENE = 32  # the world's own unit: every length (Look's scales, outlines, stripes, clutter) is in scene pixels
+IMAGE_SIZE = 32  # pixels a rendered image has per side: the scene sampled at IMAGE_SIZE / SCENE per unit
 WORLD_SEED = 20240518  # base of every dataset seed; pretraining uses its own stream
 
 # The first ten shapes are the source's; the last four appear in pretraining and in the targets only.
@@ -222,7 +223,7 @@ def _transform(rng, a, look: Look, n: int):
     theta = theta + np.where(shapes == SHAPES.index("arrow"), quarter * np.pi / 2, 0.0)
     theta = theta + np.where(shapes == SHAPES.index("bar"), (quarter % 2) * np.pi / 2, 0.0)
     theta = theta + np.where(shapes == SHAPES.index("moon"), (quarter % 2) * np.pi, 0.0)
-    c = IMAGE_SIZE / 2
+    c = SCENE / 2
     jx = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
     jy = rng.uniform(-look.centre_jitter, look.centre_jitter, n)
     room = (c - scale * 1.05 - 0.5) * rng.uniform(0.6, 1.0, n)  # off-centre by a varying amount
@@ -232,10 +233,20 @@ def _transform(rng, a, look: Look, n: int):
     return cx.astype(np.float32), cy.astype(np.float32), scale, theta.astype(np.float32)
 
 
+def _px() -> float:
+    """Output pixels per scene pixel (1 at the default resolution)."""
+    return IMAGE_SIZE / SCENE
+
+
+def _centres() -> np.ndarray:
+    """Every output pixel's centre, in scene units."""
+    return (np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5) * np.float32(SCENE / IMAGE_SIZE)
+
+
 def _object_sdf(a, cx, cy, scale, theta, wobble=None) -> np.ndarray:
-    """Signed distance in pixels from every pixel centre to each image's object, (N, H, W)."""
+    """Signed distance in output pixels from every pixel centre to each image's object, (N, H, W)."""
     n = len(cx)
-    g = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
+    g = _centres()
     out = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for s_idx, shape in enumerate(SHAPES):
         idx = np.nonzero(a["shape"] == s_idx)[0]
@@ -249,7 +260,7 @@ def _object_sdf(a, cx, cy, scale, theta, wobble=None) -> np.ndarray:
         out[idx] = _sdf(shape, u, v) * scale[idx, None, None]
     if wobble is not None:
         out += wobble
-    return out
+    return out * np.float32(_px())  # anti-aliasing is one output pixel wide at any resolution
 
 
 def _coverage(rng, d: np.ndarray, fill: np.ndarray, thickness: np.ndarray) -> np.ndarray:
@@ -263,7 +274,7 @@ def _coverage(rng, d: np.ndarray, fill: np.ndarray, thickness: np.ndarray) -> np
     phase = rng.uniform(0, 4, n)[:, None, None]
     t = (np.cos(ang) * x + np.sin(ang) * y + phase) % period
     stripes = np.clip(1.0 - np.abs(t - period / 2) * 1.2, 0.0, 1.0)
-    thin = inside * np.clip(0.5 + d + 1.0, 0.0, 1.0)
+    thin = inside * np.clip(0.5 + d + _px(), 0.0, 1.0)
     striped = np.maximum(thin, inside * stripes)
     f = fill[:, None, None]
     return np.where(f == 1, band, np.where(f == 2, striped, inside)).astype(np.float32)
@@ -279,7 +290,7 @@ def _colours(rng, a, look: Look, n: int) -> np.ndarray:
 
 
 def _coords():
-    g = np.arange(IMAGE_SIZE, dtype=np.float32)
+    g = _centres() - np.float32(0.5)  # scene units; integers at the default resolution
     return g[None, :], g[:, None]  # x (1, W), y (H, 1)
 
 
@@ -324,8 +335,11 @@ def _backgrounds(rng, a, look: Look, n: int) -> np.ndarray:
 
 
 def _box_blur(img: np.ndarray) -> np.ndarray:
-    p = np.pad(img, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    return sum(p[:, i:i + IMAGE_SIZE, j:j + IMAGE_SIZE] for i in range(3) for j in range(3)) / 9.0
+    """A box blur three scene pixels wide (or the nearest odd width in output pixels)."""
+    r = max(1, round(_px()))
+    k = 2 * r + 1
+    p = np.pad(img, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    return sum(p[:, i:i + IMAGE_SIZE, j:j + IMAGE_SIZE] for i in range(k) for j in range(k)) / float(k * k)
 
 
 def render(attrs: dict[str, np.ndarray], seed: int, look: Look = Look()) -> np.ndarray:
@@ -351,7 +365,7 @@ def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: 
     cx, cy, scale, theta = _transform(rng, a, look, n)
     sketch = a["style"] == 1
     thick = np.where(sketch, rng.uniform(*look.sketch_outline, n), rng.uniform(*look.outline, n))
-    thick = (thick * np.where(a["size"] == 1, 1.0, 0.85)).astype(np.float32)
+    thick = (thick * np.where(a["size"] == 1, 1.0, 0.85) * _px()).astype(np.float32)
     rgb = _colours(rng, a, look, n)
     rgb = np.where(sketch[:, None], rgb * 0.78, rgb)  # strokes on paper are drawn darker
     bg = _backgrounds(rng, a, look, n)
@@ -361,7 +375,7 @@ def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: 
         f = rng.uniform(0.35, 0.8, (n, 2))[:, :, None, None]
         ph = rng.uniform(0, 2 * np.pi, (n, 2))[:, :, None, None]
         wobble = 0.55 * (np.sin(f[:, 0] * x + ph[:, 0]) + np.sin(f[:, 1] * y + ph[:, 1])).astype(np.float32)
-        thick = rng.uniform(1.2, 1.7, n).astype(np.float32)
+        thick = (rng.uniform(1.2, 1.7, n) * _px()).astype(np.float32)
         rgb = 0.6 * rgb + 0.4 * 70.0
     d = _object_sdf(a, cx, cy, scale, theta, wobble)
     alpha = _coverage(rng, d, a["fill"], thick)
@@ -380,8 +394,9 @@ def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: 
     if look.mode == "rendition":
         kind = rng.integers(0, 2, n)  # a fifth of renditions are pixelated, a fifth blurred
         pick = rng.random(n)
-        pix = img.reshape(n, IMAGE_SIZE // 2, 2, IMAGE_SIZE // 2, 2, 3).mean((2, 4))
-        pix = pix.repeat(2, 1).repeat(2, 2)
+        b = 2 * max(1, round(_px()))  # blocks of two scene pixels
+        pix = img.reshape(n, IMAGE_SIZE // b, b, IMAGE_SIZE // b, b, 3).mean((2, 4))
+        pix = pix.repeat(b, 1).repeat(b, 2)
         img = np.where(((pick < 0.4) & (kind == 0))[:, None, None, None], pix, img)
         img = np.where(((pick < 0.4) & (kind == 1))[:, None, None, None], _box_blur(_box_blur(img)), img)
     if look.cue_amplitude > 0:
@@ -424,32 +439,35 @@ def _rendition(rng, a, d, alpha, rgb, bg, thick):
     colour = np.where(((style == 0) & stripes)[..., None], dark, colour)
     alpha = np.where(style == 0, inside, alpha)
     # 1: cartoon: filled with a black ink border on white paper
-    ink = inside * np.clip(0.5 + d + 1.6, 0.0, 1.0)
+    k = np.float32(_px())
+    ink = inside * np.clip(0.5 + d + 1.6 * k, 0.0, 1.0)
     cart = (style == 1)[..., None]
     colour = np.where(cart & (ink[..., None] > 0.5), 15.0, colour)
     alpha = np.where(style == 1, inside, alpha)
     paper = rng.uniform(225, 250, n)[:, None, None, None]
     bg = np.where(cart, paper + 0 * bg, bg)
     # 2: double outline: a second line inside the first
-    inner = np.clip(0.5 - (d + thick[:, None, None] + 1.5), 0, 1) * np.clip(0.5 + d + thick[:, None, None] + 2.7, 0, 1)
-    outline = inside * np.clip(0.5 + d + 1.3, 0.0, 1.0)
+    inner = (np.clip(0.5 - (d + thick[:, None, None] + 1.5 * k), 0, 1)
+             * np.clip(0.5 + d + thick[:, None, None] + 2.7 * k, 0, 1))
+    outline = inside * np.clip(0.5 + d + 1.3 * k, 0.0, 1.0)
     alpha = np.where(style == 2, np.maximum(outline, inner), alpha)
     return colour, alpha, bg
 
 
 def _clutter(rng, img: np.ndarray, n: int, lines: int = 4, widths=(0.6, 1.3)) -> np.ndarray:
     """Random thick line segments over the scene (ImageNet-A's role: hard, cluttered images)."""
-    g = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
+    g = _centres()
     x, y = g[None, None, :], g[None, :, None]
+    k = np.float32(_px())
     for _ in range(lines):
-        p0 = rng.uniform(0, IMAGE_SIZE, (n, 2))[:, :, None, None]
-        p1 = rng.uniform(0, IMAGE_SIZE, (n, 2))[:, :, None, None]
+        p0 = rng.uniform(0, SCENE, (n, 2))[:, :, None, None]
+        p1 = rng.uniform(0, SCENE, (n, 2))[:, :, None, None]
         ex, ey = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
         wx, wy = x - p0[:, 0], y - p0[:, 1]
         t = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey + 1e-6), 0, 1)
         dist = np.sqrt((wx - ex * t) ** 2 + (wy - ey * t) ** 2)
-        width = rng.uniform(*widths, n)[:, None, None]
-        cov = np.clip(width + 0.5 - dist, 0, 1) * 0.85
+        width = rng.uniform(*widths, n)[:, None, None] * k
+        cov = np.clip(width + 0.5 - dist * k, 0, 1) * 0.85
         col = _PALETTE[rng.integers(0, len(COLOURS), n)] * rng.uniform(0.5, 1.0, (n, 1))
         img = img * (1 - cov[..., None]) + col[:, None, None, :] * cov[..., None]
     return img
@@ -654,7 +672,7 @@ def _split_seed(task: str, split: str) -> int:
 
 
 def generate(task: str, split: str, seed: Optional[int] = None):
-    """Images uint8 ``(N, 3, 32, 32)``, labels ``(N,)`` and attributes of one split (not cached)."""
+    """Images uint8 ``(N, 3, IMAGE_SIZE, IMAGE_SIZE)``, labels ``(N,)`` and attributes of one split (not cached)."""
     t = TASKS[task]
     if split not in t.sizes:
         raise ValueError(f"mini task {task!r} has no split {split!r}; valid: {', '.join(t.sizes)}")
