@@ -90,6 +90,9 @@ class Settings:
     # a world's own value for a method's objective setting, e.g. {"fap": {"lam": 0.5}}: every run of that
     # method trains with it (its run key and rows carry the change); the ablations vary CAPT's on top
     objectives: dict = field(default_factory=dict)
+    # a world's own trainer value for a method, e.g. {"advvlp": {"lr": 0.005}}: every run of that method
+    # trains with it (its run key carries it); the other methods keep the profile's
+    training: dict = field(default_factory=dict)
     progress: bool = False
 
     def __post_init__(self):
@@ -123,6 +126,7 @@ class Settings:
         for a in self.ablations:
             check_choice("ablation group", a, ABLATION_GROUPS)
         self.objectives = _objectives(self.objectives)
+        self.training = _training(self.training)
         check_choice("strong_attack", self.strong_attack, ATTACKS)
         check_number("pgd_steps", self.pgd_steps, low=1, integer=True)
         check_number("aa_steps", self.aa_steps, low=1, integer=True)
@@ -197,9 +201,11 @@ class Settings:
         p = self.pretrained
         return str(resolve(p)) if p is not None and _is_path_like(p) else p
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, eps=self.train_eps,
-                           alpha=self.train_alpha, steps=self.train_steps)
+    def train_config(self, method: str | None = None) -> TrainConfig:
+        """The trainer's settings; for ``method``, with the profile's ``training`` values for it."""
+        values = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+        values.update(self.training.get(method, {}))
+        return TrainConfig(**values, eps=self.train_eps, alpha=self.train_alpha, steps=self.train_steps)
 
     def experiment(self) -> Experiment:
         root = resolve(self.data_root)
@@ -261,6 +267,31 @@ def _objectives(value) -> dict:
         if unread:
             raise ValueError(f"objectives[{name!r}]: {', '.join(map(repr, unread))} changes nothing for {name!r} "
                              f"(its {objective.kind!r} objective reads {', '.join(objective.reads) or 'no setting'})")
+        out[name] = dict(changes)
+    return out
+
+
+TRAINING_SETTINGS = ("lr", "epochs", "batch_size")  # what ``training`` may change for one method
+
+
+def _training(value) -> dict:
+    """``training`` checked: a mapping from a method that trains to its own values of the trainer settings
+    :data:`TRAINING_SETTINGS` (the threat model and the attack stay the profile's, the same for every method)."""
+    value = _from_text(value)
+    value = {} if value is None else value
+    example = "training={'advvlp': {'lr': 0.005}}"
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"training maps a method to its own trainer settings, e.g. {example}; got {value!r}")
+    out = {}
+    for name, changes in value.items():
+        if not get_method(name).trains:  # an unknown method fails here, with the valid choices
+            raise ValueError(f"training[{name!r}]: {name!r} does not train, so its trainer settings change nothing; "
+                             f"remove it")
+        unknown = sorted(set(changes) - set(TRAINING_SETTINGS))
+        if unknown:
+            raise ValueError(f"training[{name!r}]: unknown setting(s) {', '.join(map(repr, unknown))}; valid choices: "
+                             f"{', '.join(TRAINING_SETTINGS)}")
+        TrainConfig(**changes)  # a bad value fails here, named
         out[name] = dict(changes)
     return out
 

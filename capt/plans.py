@@ -31,10 +31,11 @@ class Job:
 
 def runs(S, methods=None, shots=None, seeds=None, source=None, objective_changes=(), **spec_changes) -> list[RunSpec]:
     """The training runs of settings ``S``: every (method, shots, seed), each with its one seed; a method's
-    objective carries the profile's ``objectives`` for it, then ``objective_changes`` (an ablation's)."""
-    common = {**S.run_values(), "train": S.train_config(), **spec_changes}
+    objective carries the profile's ``objectives`` for it, then ``objective_changes`` (an ablation's), and
+    its trainer the profile's ``training`` values for it."""
     out = []
     for m in dict.fromkeys(methods or S.methods):
+        common = {**S.run_values(), "train": S.train_config(m), **spec_changes}
         changes = {**S.objectives.get(m, {}), **dict(objective_changes)}
         out += grid([m], list(shots or S.shots), list(seeds or S.seeds), source or S.source,
                     objective_changes=tuple(sorted(changes.items())), **common)

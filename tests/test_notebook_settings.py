@@ -235,3 +235,35 @@ def test_clean_accuracy_is_measured_on_the_whole_test_set_when_the_attacks_take_
     paper = Settings.from_profile("paper", "04_cross_dataset")
     assert all(attacks != ("clean",) for attacks, _ in plans.evaluations(paper))
     assert "clean on all" in mini.describe()
+
+
+@pytest.mark.parametrize("training,match", [
+    ({"advvlpp": {"lr": 0.005}}, "unknown method 'advvlpp'; valid choices: zeroshot"),
+    ({"zeroshot": {"lr": 0.005}}, "'zeroshot' does not train, so its trainer settings change nothing; remove it"),
+    ({"advvlp": {"train_eps": 0.01}}, "unknown setting\\(s\\) 'train_eps'; valid choices: lr, epochs, batch_size"),
+    ({"advvlp": {"lr": 0}}, "lr must be > 0"),
+    ({"advvlp": {"epochs": 2.5}}, "epochs must be an integer"),
+    ({"advvlp": 0.005}, "training maps a method to its own trainer settings, e.g. training="),
+])
+def test_a_method_training_change_that_is_wrong_is_refused(training, match):
+    with pytest.raises(ValueError, match=match):
+        Settings.from_profile("paper", training=training)
+
+
+def test_a_profiles_training_change_reaches_that_methods_runs_only():
+    """``training`` (the mini profile gives AdvVLP its own lr) changes that method's trainer and run keys, no
+    other's; papermill's text form works; the profile's own value is no change."""
+    mini = Settings.from_profile("mini", "02_in_distribution")
+    plain = Settings.from_profile("mini", "02_in_distribution", training={})
+    keyed = {(r.method, r.seed): r for r in plans.runs(mini)}
+    before = {(r.method, r.seed): r for r in plans.runs(plain)}
+    assert keyed.keys() == before.keys()
+    changed = sorted(k for k in keyed if keyed[k].key != before[k].key)
+    assert changed == [("advvlp", s) for s in mini.seeds]
+    assert all(keyed[k].train.lr == 0.005 and before[k].train.lr == mini.lr == 0.01 for k in changed)
+    assert all(keyed[k].train == before[k].train for k in keyed if k not in changed)
+    # the mini profile's own (benchmarks/mini_v4_probe.md, session 4)
+    assert mini.training == {"advvlp": {"lr": 0.005}}
+    assert Settings.from_profile("mini", training="{advvlp: {lr: 0.005}}").training == mini.training
+    same = Settings.from_profile("mini", "02_in_distribution", training={"advvlp": {"lr": 0.01}})
+    assert [r.key for r in plans.runs(same)] == [r.key for r in plans.runs(plain)]
