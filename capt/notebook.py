@@ -248,14 +248,20 @@ def _from_text(value):
     return value
 
 
+def _per_method(name: str, value, what: str, example: str) -> dict:
+    """A profile's ``{method: {setting: value}}`` field (``objectives``, ``training``), papermill's text form
+    parsed; anything else of another shape is refused, with an example."""
+    value = _from_text(value)
+    value = {} if value is None else value
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"{name} maps a method to {what}, e.g. {name}={example}; got {value!r}")
+    return value
+
+
 def _objectives(value) -> dict:
     """``objectives`` checked: a mapping from a method to changes of its objective, each a setting that
     method's objective reads (a change it would ignore is refused, as is a change of its kind)."""
-    value = _from_text(value)
-    value = {} if value is None else value
-    example = "objectives={'fap': {'lam': 0.5}}"
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise ValueError(f"objectives maps a method to changes of its objective, e.g. {example}; got {value!r}")
+    value = _per_method("objectives", value, "changes of its objective", "{'fap': {'lam': 0.5}}")
     out = {}
     for name, changes in value.items():
         objective = get_method(name).objective  # an unknown method fails here, with the valid choices
@@ -277,11 +283,7 @@ TRAINING_SETTINGS = ("lr", "epochs", "batch_size")  # what ``training`` may chan
 def _training(value) -> dict:
     """``training`` checked: a mapping from a method that trains to its own values of the trainer settings
     :data:`TRAINING_SETTINGS` (the threat model and the attack stay the profile's, the same for every method)."""
-    value = _from_text(value)
-    value = {} if value is None else value
-    example = "training={'advvlp': {'lr': 0.005}}"
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise ValueError(f"training maps a method to its own trainer settings, e.g. {example}; got {value!r}")
+    value = _per_method("training", value, "its own trainer settings", "{'advvlp': {'lr': 0.005}}")
     out = {}
     for name, changes in value.items():
         if not get_method(name).trains:  # an unknown method fails here, with the valid choices

@@ -185,15 +185,20 @@ def test_a_method_objective_change_that_nothing_reads_or_that_is_wrong_is_refuse
         Settings.from_profile("paper", objectives=objectives)
 
 
+def _runs_changed(settings, plain):
+    """Both settings' runs by (method, seed), and the (method, seed)s whose run key differs."""
+    keyed = {(r.method, r.seed): r for r in plans.runs(settings)}
+    before = {(r.method, r.seed): r for r in plans.runs(plain)}
+    assert keyed.keys() == before.keys()
+    return keyed, before, sorted(k for k in keyed if keyed[k].key != before[k].key)
+
+
 def test_a_profiles_objective_change_reaches_that_methods_runs_only():
     """``objectives`` (the mini profile gives FAP its own lambda) changes that method's runs, and no other's;
     papermill's text form works; an ablation's change of CAPT's objective goes on top of the profile's."""
     mini = Settings.from_profile("mini", "02_in_distribution", objectives={"fap": {"lam": 0.5}})
     plain = Settings.from_profile("mini", "02_in_distribution", objectives={})
-    keyed = {(r.method, r.seed): r for r in plans.runs(mini)}
-    before = {(r.method, r.seed): r for r in plans.runs(plain)}
-    assert keyed.keys() == before.keys()
-    changed = sorted(k for k in keyed if keyed[k].key != before[k].key)
+    keyed, before, changed = _runs_changed(mini, plain)
     assert changed == [("fap", s) for s in mini.seeds]
     assert all(keyed[k].objective_changes == (("lam", 0.5),) for k in changed)
     assert Settings.from_profile("mini", objectives="{fap: {lam: 0.5}}").objectives == mini.objectives
@@ -255,10 +260,7 @@ def test_a_profiles_training_change_reaches_that_methods_runs_only():
     other's; papermill's text form works; the profile's own value is no change."""
     mini = Settings.from_profile("mini", "02_in_distribution")
     plain = Settings.from_profile("mini", "02_in_distribution", training={})
-    keyed = {(r.method, r.seed): r for r in plans.runs(mini)}
-    before = {(r.method, r.seed): r for r in plans.runs(plain)}
-    assert keyed.keys() == before.keys()
-    changed = sorted(k for k in keyed if keyed[k].key != before[k].key)
+    keyed, before, changed = _runs_changed(mini, plain)
     assert changed == [("advvlp", s) for s in mini.seeds]
     assert all(keyed[k].train.lr == 0.005 and before[k].train.lr == mini.lr == 0.01 for k in changed)
     assert all(keyed[k].train == before[k].train for k in keyed if k not in changed)
