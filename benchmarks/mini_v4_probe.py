@@ -18,7 +18,7 @@ source's test images (``capt.evaluate.fixed_subset``, eval seed 0), wall and pro
 * ``--world``: a variant of the source task (:data:`WORLDS`: its look and its classes); pretraining
   under ``pretrain --world`` renders the whole stream in that world's look.
 * ``--ckpt``: a mini CLIP checkpoint (default: the committed v3, ``capt/assets/mini_clip.pt``). The world is
-  rendered at the checkpoint's (or, for ``pretrain``, the ``--arch``'s) image size (``miniworld.IMAGE_SIZE``).
+  rendered at the checkpoint's (or, for ``pretrain``, the ``--arch``'s) image size (``miniworld.set_image_size``).
 * ``tecoa``: the ceiling. The whole image tower fine-tuned adversarially (TeCoA-style: CE on PGD-2
   images against the frozen text head of the hand-crafted template), AdamW, on ``--pool`` source
   training images for ``--epochs``; then the same evaluation as every other probe.
@@ -323,11 +323,16 @@ def probe_tail(args) -> dict:
 
 
 def probe_cost(args) -> dict:
-    """Median seconds per pretraining step and per attacked image of every architecture, interleaved."""
-    images, texts, match, _ = mw.pretrain_batch(0, 256)
+    """Median seconds per pretraining step and per attacked image of every architecture, interleaved; each
+    architecture sees the same batch rendered at its own image size."""
     tok = pm.MiniTokenizer()
-    x = pm._normalise(torch.from_numpy(images).float().div_(255))
-    t = tok(texts)
+    xs = {}
+    for size in sorted({cfg["vision_cfg"]["image_size"] for cfg in ARCHS.values()}):
+        mw.set_image_size(size)
+        images, texts, match, _ = mw.pretrain_batch(0, 256)
+        xs[size] = pm._normalise(torch.from_numpy(images).float().div_(255))
+    mw.set_image_size(mw.SCENE)
+    t = tok(texts)  # the captions and matches do not depend on the image size
     m = torch.from_numpy(match).float()
     models = {a: build_mini(cfg, vocab_size=len(tok)) for a, cfg in ARCHS.items()}
     opts = {a: torch.optim.AdamW(mdl.parameters(), lr=1e-4) for a, mdl in models.items()}
@@ -335,6 +340,7 @@ def probe_cost(args) -> dict:
     attack_s = {a: [] for a in ARCHS}
     for r in range(args.rounds + 1):  # round 0 warms up and is not counted
         for a, mdl in models.items():
+            x = xs[ARCHS[a]["vision_cfg"]["image_size"]]
             mdl.train()
             t0 = time.process_time()
             img = mdl.encode_image(x, normalize=True)
@@ -357,7 +363,7 @@ def probe_cost(args) -> dict:
         s, p = statistics.median(step_s[a]), statistics.median(attack_s[a])
         res[a] = {"params": sum(q.numel() for q in models[a].parameters()),
                   "visual_params": sum(q.numel() for q in models[a].visual.parameters()),
-                  "image_tokens": (32 // ARCHS[a]["vision_cfg"]["patch_size"]) ** 2,
+                  "image_tokens": (ARCHS[a]["vision_cfg"]["image_size"] // ARCHS[a]["vision_cfg"]["patch_size"]) ** 2,
                   "cpu_s_per_pretrain_step": round(s, 3), "pretrain_3000_steps_cpu_min": round(s * 3000 / 60, 1),
                   "cpu_ms_per_attack_pass": round(1000 * p, 3)}
     for a in ARCHS:
@@ -439,9 +445,7 @@ def _set_resolution(args) -> None:
         size = int(load_mini(args.ckpt if args.probe != "tail" else args.init)["config"]["vision_cfg"]["image_size"])
     else:
         size = mw.SCENE
-    if size % mw.SCENE:
-        raise SystemExit(f"image size {size} is not a multiple of the world's scene size {mw.SCENE}")
-    mw.IMAGE_SIZE = size
+    mw.set_image_size(size)
 
 
 CARDS = ROOT / "benchmarks" / "mini_v4_cards"

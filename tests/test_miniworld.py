@@ -1,5 +1,7 @@
 """The procedural mini world and its registered datasets."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -153,15 +155,13 @@ def test_the_faint_cue_is_keyed_by_colour_and_shape_and_bounded_by_its_amplitude
     """Look.cue_amplitude adds the world's non-robust feature: a fixed +-1 pattern per colour and per shape,
     half the amplitude each, so every pixel moves by 0 or +-amplitude; with full agreement the pattern is the
     object's own, and the cue is off (no random draws, identical images) at amplitude 0."""
-    from dataclasses import replace
-
     attrs = mw.sample_attributes(np.random.default_rng(0), 64, grey_frac=0.2)
     look = replace(mw.Look(), noise=0.0)
     base = mw.render(attrs, 3, look)
     assert base.tobytes() == mw.render(attrs, 3, replace(look, cue_amplitude=0.0)).tobytes()
     rng = np.random.default_rng(1)
     cue = mw._cue(rng, attrs, replace(look, cue_amplitude=4.0, cue_agreement=1.0), 64)
-    colours, shapes = mw._cue_patterns()
+    colours, shapes = mw._cue_patterns(mw.IMAGE_SIZE)
     col = np.where(attrs["colour"] == mw.GREY, len(mw.COLOURS), attrs["colour"])
     assert np.array_equal(cue, 2.0 * (colours[col] + shapes[attrs["shape"]]))
     assert set(np.unique(cue).tolist()) == {-4.0, 0.0, 4.0}
@@ -171,20 +171,32 @@ def test_the_faint_cue_is_keyed_by_colour_and_shape_and_bounded_by_its_amplitude
     assert 0.1 < own.mean() < 0.7
 
 
-def test_a_finer_resolution_samples_the_same_scene(monkeypatch):
-    """IMAGE_SIZE samples the scene (every length in SCENE units) more finely: with the draws that depend on
+def test_a_finer_resolution_samples_the_same_scene():
+    """set_image_size samples the scene (every length in SCENE units) more finely: with the draws that depend on
     the pixel count switched off (no sensor noise, plain backgrounds, no clutter), the 64 x 64 image pooled
-    2 x 2 is the 32 x 32 image up to anti-aliasing at the edges; every mode renders at the new size."""
+    2 x 2 is the 32 x 32 image up to anti-aliasing at the edges; every mode renders at the new size, the
+    splits rendered before are not served at the new size, and a size off the scene's grid is refused."""
     rng = np.random.default_rng(0)
     attrs = mw.sample_attributes(rng, 64, fixed={"background": np.zeros(64, dtype=np.int64)})
-    look = mw.Look(noise=0.0, clutter_frac=0.0)
-    small = mw.render(attrs, 7, look).astype(np.float32)
-    monkeypatch.setattr(mw, "IMAGE_SIZE", 64)
-    fine = mw.render(attrs, 7, look).astype(np.float32)
-    assert fine.shape == (64, 3, 64, 64)
-    pooled = fine.reshape(64, 3, 32, 2, 32, 2).mean((3, 5))
-    diff = np.abs(pooled - small)
-    assert diff.mean() < 1.0 and np.percentile(diff, 99) < 20  # edges move by under a pixel, nothing else
-    assert np.abs(fine - np.repeat(np.repeat(small, 2, 2), 2, 3)).mean() > diff.mean()  # finer, not upsampled
-    for task in ("mini_source_sketch", "mini_source_a", "mini_source_r", "mini_background"):
-        assert mw.generate(task, "test")[0].shape[1:] == (3, 64, 64)
+    look = mw.Look(noise=0.0, clutter_frac=0.0, cue_amplitude=2.0)
+    small = mw.render(attrs, 7, replace(look, cue_amplitude=0.0)).astype(np.float32)
+    mw.render(attrs, 7, look)  # the cue's patterns at 32 x 32 are cached before the size changes
+    before = mw.content_hash("mini_shape", "val")
+    with pytest.raises(ValueError, match="image size 48 must be a multiple of the world's scene size 32"):
+        mw.set_image_size(48)
+    try:
+        mw.set_image_size(64)
+        fine = mw.render(attrs, 7, replace(look, cue_amplitude=0.0)).astype(np.float32)
+        assert fine.shape == (64, 3, 64, 64)
+        pooled = fine.reshape(64, 3, 32, 2, 32, 2).mean((3, 5))
+        diff = np.abs(pooled - small)
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) < 20  # edges move by under a pixel, nothing else
+        assert np.abs(fine - np.repeat(np.repeat(small, 2, 2), 2, 3)).mean() > diff.mean()  # finer, not upsampled
+        for task in ("mini_source_sketch", "mini_source_a", "mini_source_r", "mini_background"):
+            assert mw.generate(task, "test")[0].shape[1:] == (3, 64, 64)
+        assert mw.render(attrs, 7, look).shape == (64, 3, 64, 64)
+        assert mw.build("mini_shape", "val").images.shape[-1] == 64
+        assert mw.content_hash("mini_shape", "val") != before
+    finally:
+        mw.set_image_size(mw.SCENE)
+    assert mw.content_hash("mini_shape", "val") == before

@@ -35,7 +35,7 @@ from .disk_cache import cached_arrays, source_sha
 from .registry import DatasetSpec, register
 
 SCENE = 32  # the world's own unit: every length (Look's scales, outlines, stripes, clutter) is in scene pixels
-IMAGE_SIZE = 32  # pixels a rendered image has per side: the scene sampled at IMAGE_SIZE / SCENE per unit
+IMAGE_SIZE = 32  # pixels a rendered image has per side (set_image_size): the scene sampled at IMAGE_SIZE / SCENE
 WORLD_SEED = 20240518  # base of every dataset seed; pretraining uses its own stream
 
 # The first ten shapes are the source's; the last four appear in pretraining and in the targets only.
@@ -405,11 +405,11 @@ def _render_chunk(attrs: dict[str, np.ndarray], rng: np.random.Generator, look: 
     return np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2).copy()
 
 
-@functools.lru_cache(maxsize=1)
-def _cue_patterns() -> tuple[np.ndarray, np.ndarray]:
-    """Fixed +-1 pixel patterns ``(H, W, 3)``: one per colour (and one for grey) and one per shape."""
+@functools.lru_cache(maxsize=None)
+def _cue_patterns(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed +-1 pixel patterns ``(side, side, 3)``: one per colour (and one for grey) and one per shape."""
     rng = np.random.default_rng(np.random.SeedSequence([WORLD_SEED, 31]))
-    size = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    size = (side, side, 3)
     colours = rng.choice([-1.0, 1.0], (len(COLOURS) + 1, *size)).astype(np.float32)
     shapes = rng.choice([-1.0, 1.0], (len(SHAPES), *size)).astype(np.float32)
     return colours, shapes
@@ -418,7 +418,7 @@ def _cue_patterns() -> tuple[np.ndarray, np.ndarray]:
 def _cue(rng, a, look: Look, n: int) -> np.ndarray:
     """The faint cue of :class:`Look` (``cue_amplitude``): half the amplitude from the colour's pattern,
     half from the shape's, each key replaced by a random one with probability ``1 - cue_agreement``."""
-    colours, shapes = _cue_patterns()
+    colours, shapes = _cue_patterns(IMAGE_SIZE)
     col = np.where(a["colour"] == GREY, len(COLOURS), a["colour"])
     col = np.where(rng.random(n) < look.cue_agreement, col, rng.integers(0, len(COLOURS) + 1, n))
     shp = np.where(rng.random(n) < look.cue_agreement, a["shape"], rng.integers(0, len(SHAPES), n))
@@ -691,17 +691,31 @@ def _renderer_sha() -> str:
     return source_sha(__file__)
 
 
+def set_image_size(size: int) -> None:
+    """Render the world at ``size`` pixels per side from now on (a multiple of :data:`SCENE`); the splits
+    already rendered in this process are forgotten, and the disk cache keys every split by its size."""
+    size = int(size)
+    if size < SCENE or size % SCENE:
+        raise ValueError(f"image size {size} must be a multiple of the world's scene size {SCENE} (e.g. {SCENE}, "
+                         f"{2 * SCENE})")
+    global IMAGE_SIZE
+    IMAGE_SIZE = size
+    _cached.cache_clear()
+    content_hash.cache_clear()
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(task: str, split: str):
-    """One split, rendered once per process and kept on disk across processes, keyed by this file's code
-    and by the task's definition (a task changed or registered at run time never reads another's file)."""
+    """One split, rendered once per process and kept on disk across processes, keyed by this file's code,
+    the task's definition (a task changed or registered at run time never reads another's file) and the
+    image size."""
     task_key = stable_key(repr(TASKS[task]))
 
     def make():
         images, labels, attrs = generate(task, split)
         return {"images": images, "labels": labels, **{f"attr_{k}": v for k, v in attrs.items()}}
 
-    arrays = cached_arrays(f"miniworld/{task}-{split}-{task_key}-{_renderer_sha()}", make)
+    arrays = cached_arrays(f"miniworld/{task}-{split}-{task_key}-{_renderer_sha()}-{IMAGE_SIZE}px", make)
     images = arrays["images"]
     images.setflags(write=False)
     return images, arrays["labels"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")}
